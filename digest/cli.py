@@ -1,0 +1,157 @@
+"""The paper-digest command: a thin face over the library. Only here do errors become text."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from digest import __version__
+from digest.config import Settings, load_settings
+from digest.errors import ConfigError, DigestError, LockedError
+from digest.models import RunReport
+from digest.pipeline import run_once
+
+EXIT_OK, EXIT_PARTIAL, EXIT_CONFIG, EXIT_LOCKED = 0, 1, 2, 3
+
+EPILOG = """\
+exit status: 0 all went well; 1 a source or channel failed (the rest ran, failures are
+retried next run); 2 bad configuration; 3 another run holds the store.
+
+examples:
+  paper-digest check --config config/digest.toml
+  paper-digest run --once --config config/digest.toml
+  paper-digest run --once --config config/demo.toml --outbox outbox
+  paper-digest serve --config config/digest.toml
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="paper-digest",
+        description="Fetch new papers (arXiv, Hugging Face, any feed), score them against "
+                    "your watchlists, and deliver digests by email or Slack.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"paper-digest {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, help_text: str, example: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text,
+                                  epilog=f"example:\n  {example}",
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub.add_argument("--config", "-c", required=True, metavar="FILE",
+                         help="the TOML config (see config/digest.example.toml)")
+        sub.add_argument("--verbose", "-v", action="store_true",
+                         help="log each request, retry and decision to stderr")
+        return sub
+
+    run = add("run", "Run the job once: fetch every source, then send the due digests.",
+              "paper-digest run --once --config config/digest.toml")
+    run.add_argument("--once", action="store_true",
+                     help="run one pass and exit (the only mode of 'run'; 'serve' repeats)")
+    run.add_argument("--outbox", metavar="DIR", type=Path,
+                     help="write each digest into DIR (.eml, .html preview, Slack .json) "
+                          "instead of sending it; recorded as delivered, so use a store of "
+                          "its own")
+    run.add_argument("--watchlist", "-w", action="append", metavar="NAME",
+                     help="deliver only this watchlist's digests (repeatable)")
+    add("serve", "Keep running and send each watchlist's digest on its cron schedule.",
+        "paper-digest serve --config config/digest.toml")
+    add("check", "Validate a config file and list every problem with its key path.",
+        "paper-digest check --config config/digest.toml")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        settings = load_settings(args.config)
+        if args.command == "check":
+            return _check(settings)
+        if args.command == "serve":
+            return _serve(settings)
+        return _run(settings, args)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return EXIT_CONFIG
+    except LockedError as exc:
+        print(f"paper-digest: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
+    except DigestError as exc:
+        print(f"paper-digest: {exc}", file=sys.stderr)
+        return EXIT_PARTIAL
+
+
+def _print_config_error(exc: ConfigError) -> None:
+    print(f"{exc.path or 'config'}: {len(exc.problems)} problem"
+          f"{'s' if len(exc.problems) != 1 else ''}", file=sys.stderr)
+    for key, reason in exc.problems:
+        print(f"  {key}: {reason}" if key else f"  {reason}", file=sys.stderr)
+
+
+def _check(settings: Settings) -> int:
+    problems = settings.missing_secrets()
+    if problems:
+        raise ConfigError(problems, path=str(settings.path))
+    print(f"{settings.path}: ok ({len(settings.sources)} sources, "
+          f"{len(settings.watchlists)} watchlists, {len(settings.channels)} channels)")
+    return EXIT_OK
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    report = run_once(settings, outbox=args.outbox, watchlists=args.watchlist,
+                      progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(format_report(report, outbox=args.outbox))
+    return EXIT_OK if report.ok else EXIT_PARTIAL
+
+
+def _serve(settings: Settings) -> int:
+    from digest.schedule import serve
+
+    def run(names: list[str]) -> None:
+        try:
+            report = run_once(settings, watchlists=names,
+                              progress=lambda line: print(line, flush=True))
+            print(format_report(report), flush=True)
+        except DigestError as exc:  # a scheduled pass must never kill the service
+            print(f"paper-digest: run for {', '.join(names)} stopped: {exc}", flush=True)
+
+    serve(settings, run)
+    return EXIT_OK
+
+
+def format_report(report: RunReport, *, outbox: Path | None = None) -> str:
+    lines = ["sources:"]
+    for s in report.sources:
+        if s.error:
+            lines.append(f"  {s.name}: FAILED {s.error}")
+        elif s.not_modified:
+            lines.append(f"  {s.name}: not modified since last run")
+        else:
+            skipped = f", {s.skipped} skipped by announce type" if s.skipped else ""
+            lines.append(f"  {s.name}: {s.read} read, {s.new} new, {s.known} already known"
+                         f"{skipped}")
+    lines.append("watchlists:")
+    for w in report.watchlists:
+        digests = [d for d in report.deliveries if d.watchlist == w.name and not d.resent]
+        lines.append(f"  {w.name}: {w.matched} matched of {w.candidates} candidates, "
+                     f"{len(digests)} digest{'s' if len(digests) != 1 else ''}")
+    if report.deliveries:
+        lines.append("deliveries:")
+    for d in report.deliveries:
+        again = " (recorded earlier, sent again)" if d.resent else ""
+        where = f" -> {d.location}" if d.location else ""
+        error = f": {d.error}" if d.error else ""
+        lines.append(f"  {d.watchlist} -> {d.channel}: {d.papers} papers, {d.status}{again}"
+                     f"{where}{error}")
+    total_new = report.new_papers
+    lines.append(f"{total_new} new paper{'s' if total_new != 1 else ''}; "
+                 f"{sum(1 for d in report.deliveries if d.status in ('sent', 'written'))} "
+                 f"digest(s) delivered" + (f" into {outbox}/" if outbox else ""))
+    return "\n".join(lines)

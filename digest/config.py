@@ -1,0 +1,631 @@
+"""TOML file -> validated, frozen settings. Every problem is reported with its key path."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from apscheduler.triggers.cron import CronTrigger
+
+from digest import __version__
+from digest.errors import ConfigError
+
+CONFIG_VERSION = 1
+SOURCE_KINDS = ("arxiv_rss", "arxiv_api", "hf_daily", "feed")
+CHANNEL_KINDS = ("email", "slack")
+ANNOUNCE_TYPES = ("new", "cross", "replace", "replace-cross")
+ARXIV_API_MAX_RESULTS = 2000  # arXiv's documented ceiling for one call
+_CATEGORY = re.compile(r"^[a-z\-]+(\.[A-Za-z\-]+)?$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+class Secret:
+    """A value read from the environment; never shown in reprs, logs or errors."""
+
+    __slots__ = ("_value", "env")
+
+    def __init__(self, value: str, env: str) -> None:
+        self._value = value
+        self.env = env
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret(${self.env}=***)"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    path: Path = Path("data/digest.db")
+    lookback_days: int = 7
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    contact: str = ""
+    timeout_seconds: float = 30.0
+    max_retries: int = 3
+    retry_backoff_seconds: float = 2.0
+    max_retry_after_seconds: float = 120.0
+    max_body_mb: float = 50.0
+    arxiv_interval_seconds: float = 3.0
+    interval_seconds: float = 1.0
+
+    @property
+    def user_agent(self) -> str:
+        contact = f"; {self.contact}" if self.contact else ""
+        return f"paper-digest/{__version__} (+https://pypi.org/project/paper-digest{contact})"
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 1024 * 1024)
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    cron: str = "0 7 * * *"
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    name: str
+    kind: str
+    url: str | None = None
+    categories: tuple[str, ...] = ()
+    announce_types: tuple[str, ...] = ("new", "cross")
+    query: str | None = None
+    max_results: int = 200
+    page_size: int = 100
+    sort_by: str = "submittedDate"
+    date: str = "latest"
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Term:
+    text: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class WatchlistSettings:
+    name: str
+    channels: tuple[str, ...]
+    keywords: tuple[Term, ...] = ()
+    exclude: tuple[str, ...] = ()
+    authors: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    min_score: float = 1.0
+    max_papers: int = 25
+    schedule: str | None = None
+    timezone: str | None = None
+
+
+@dataclass(frozen=True)
+class ChannelSettings:
+    name: str
+    kind: str
+    # email
+    smtp_host: str = "localhost"
+    smtp_port: int = 587
+    security: str = "starttls"
+    username_env: str | None = None
+    password_env: str | None = None
+    sender: str = ""
+    to: tuple[str, ...] = ()
+    subject: str = "{watchlist}: {count} new papers ({date})"
+    unsubscribe: str | None = None
+    timeout_seconds: float = 30.0
+    # slack
+    webhook_url_env: str | None = None
+    # resolved from the environment; None when the variable is not set
+    username: Secret | None = None
+    password: Secret | None = None
+    webhook_url: Secret | None = None
+
+    def secret_envs(self) -> dict[str, Secret | None]:
+        """Each environment variable this channel needs, with its value if set."""
+        needed: dict[str, Secret | None] = {}
+        if self.kind == "email":
+            if self.username_env:
+                needed[self.username_env] = self.username
+            if self.password_env:
+                needed[self.password_env] = self.password
+        elif self.kind == "slack" and self.webhook_url_env:
+            needed[self.webhook_url_env] = self.webhook_url
+        return needed
+
+
+@dataclass(frozen=True)
+class Settings:
+    path: Path
+    store: StoreSettings = field(default_factory=StoreSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
+    sources: tuple[SourceSettings, ...] = ()
+    watchlists: tuple[WatchlistSettings, ...] = ()
+    channels: Mapping[str, ChannelSettings] = field(default_factory=dict)
+
+    def missing_secrets(self) -> list[tuple[str, str]]:
+        problems = []
+        for channel in self.channels.values():
+            for env, value in channel.secret_envs().items():
+                if value is None or not value.reveal():
+                    problems.append(
+                        (f"channels.{channel.name}", f"environment variable {env} is not set")
+                    )
+        return problems
+
+
+# --------------------------------------------------------------------------- reading
+
+_MISSING = object()
+
+
+class _Reader:
+    """Collects problems while reading typed values out of parsed TOML tables."""
+
+    def __init__(self) -> None:
+        self.problems: list[tuple[str, str]] = []
+
+    def problem(self, path: str, reason: str) -> None:
+        self.problems.append((path, reason))
+
+    def table(self, value: Any, path: str) -> dict[str, Any]:
+        if value is _MISSING:
+            return {}
+        if not isinstance(value, dict):
+            self.problem(path, f"must be a table, got {_type_name(value)}")
+            return {}
+        return value
+
+    def known_keys(self, table: Mapping[str, Any], allowed: tuple[str, ...], path: str) -> None:
+        for key in table:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                self.problem(_join(path, key), f"unknown key{hint}")
+
+    def value(
+        self,
+        table: Mapping[str, Any],
+        key: str,
+        path: str,
+        kind: type | tuple[type, ...],
+        default: Any = _MISSING,
+        check: Callable[[Any], str | None] | None = None,
+    ) -> Any:
+        where = _join(path, key)
+        raw = table.get(key, _MISSING)
+        if raw is _MISSING:
+            if default is _MISSING:
+                self.problem(where, "is required")
+                return None
+            return default
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if float in kinds and isinstance(raw, int) and not isinstance(raw, bool):
+            raw = float(raw)
+        if not isinstance(raw, kinds) or (isinstance(raw, bool) and bool not in kinds):
+            expected = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
+            self.problem(where, f"must be {expected}, got {_type_name(raw)}")
+            return default if default is not _MISSING else None
+        if check is not None:
+            reason = check(raw)
+            if reason:
+                self.problem(where, reason)
+                return default if default is not _MISSING else None
+        return raw
+
+    def strings(
+        self,
+        table: Mapping[str, Any],
+        key: str,
+        path: str,
+        default: tuple[str, ...] = (),
+        check: Callable[[str], str | None] | None = None,
+        empty: str = "empty string",
+    ) -> tuple[str, ...]:
+        raw = self.value(table, key, path, list, default=list(default))
+        out = []
+        for i, item in enumerate(raw or []):
+            where = f"{_join(path, key)}[{i}]"
+            if not isinstance(item, str):
+                self.problem(where, f"must be a string, got {_type_name(item)}")
+                continue
+            if not item.strip():
+                self.problem(where, empty)
+                continue
+            if check is not None and (reason := check(item)):
+                self.problem(where, reason)
+                continue
+            out.append(item.strip())
+        return tuple(out)
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+               list: "a list", dict: "a table"}
+
+
+def _type_name(value: Any) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
+            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _in_range(low: float, high: float | None = None) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if value < low or (high is not None and value > high):
+            return f"must be {low:g}-{high:g}" if high is not None else f"must be >= {low:g}"
+        return None
+
+    return check
+
+
+def _one_of(options: tuple[str, ...]) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value in options else f"must be one of {', '.join(options)}"
+
+    return check
+
+
+def _timezone(value: str) -> str | None:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"unknown IANA timezone '{value}'"
+    return None
+
+
+def _cron(value: str) -> str | None:
+    try:
+        CronTrigger.from_crontab(value, timezone="UTC")
+    except ValueError as exc:
+        return f"invalid cron expression ({exc})"
+    return None
+
+
+def _category(value: str) -> str | None:
+    return None if _CATEGORY.match(value) else f"'{value}' is not an arXiv category like cs.CL"
+
+
+def _env_name(value: str) -> str | None:
+    return None if _ENV_NAME.match(value) else "must be an environment variable name"
+
+
+def _name(value: str) -> str | None:
+    if _NAME.match(value):
+        return None
+    return "must be letters, digits, '-', '_' or '.', starting with a letter or digit"
+
+
+def _date(value: str) -> str | None:
+    if value == "latest" or re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        return None
+    return "must be 'latest' or a date YYYY-MM-DD"
+
+
+def _read_store(reader: _Reader, raw: Any) -> StoreSettings:
+    table = reader.table(raw, "store")
+    reader.known_keys(table, ("path", "lookback_days"), "store")
+    d = StoreSettings()
+    path = reader.value(table, "path", "store", str, default=str(d.path))
+    return StoreSettings(
+        path=Path(path or d.path).expanduser(),
+        lookback_days=reader.value(table, "lookback_days", "store", int, d.lookback_days,
+                                   _in_range(1, 3650)),
+    )
+
+
+def _read_http(reader: _Reader, raw: Any) -> HttpSettings:
+    table = reader.table(raw, "http")
+    d = HttpSettings()
+    names = ("contact", "timeout_seconds", "max_retries", "retry_backoff_seconds",
+             "max_retry_after_seconds", "max_body_mb", "arxiv_interval_seconds",
+             "interval_seconds")
+    reader.known_keys(table, names, "http")
+    return HttpSettings(
+        contact=reader.value(table, "contact", "http", str, d.contact),
+        timeout_seconds=reader.value(table, "timeout_seconds", "http", float,
+                                     d.timeout_seconds, _in_range(0.1, 600)),
+        max_retries=reader.value(table, "max_retries", "http", int, d.max_retries,
+                                 _in_range(0, 10)),
+        retry_backoff_seconds=reader.value(table, "retry_backoff_seconds", "http", float,
+                                           d.retry_backoff_seconds, _in_range(0, 600)),
+        max_retry_after_seconds=reader.value(table, "max_retry_after_seconds", "http", float,
+                                             d.max_retry_after_seconds, _in_range(0, 3600)),
+        max_body_mb=reader.value(table, "max_body_mb", "http", float, d.max_body_mb,
+                                 _in_range(0.001, 4096)),
+        arxiv_interval_seconds=reader.value(table, "arxiv_interval_seconds", "http", float,
+                                            d.arxiv_interval_seconds, _in_range(0, 600)),
+        interval_seconds=reader.value(table, "interval_seconds", "http", float,
+                                      d.interval_seconds, _in_range(0, 600)),
+    )
+
+
+def _read_schedule(reader: _Reader, raw: Any) -> ScheduleSettings:
+    table = reader.table(raw, "schedule")
+    reader.known_keys(table, ("cron", "timezone"), "schedule")
+    d = ScheduleSettings()
+    return ScheduleSettings(
+        cron=reader.value(table, "cron", "schedule", str, d.cron, _cron),
+        timezone=reader.value(table, "timezone", "schedule", str, d.timezone, _timezone),
+    )
+
+
+_SOURCE_KEYS: dict[str, tuple[str, ...]] = {
+    "arxiv_rss": ("categories", "announce_types", "url"),
+    "arxiv_api": ("query", "max_results", "page_size", "sort_by", "url"),
+    "hf_daily": ("date", "url"),
+    "feed": ("url",),
+}
+
+
+def _read_sources(reader: _Reader, raw: Any) -> tuple[SourceSettings, ...]:
+    if raw is _MISSING:
+        reader.problem("sources", "at least one [[sources]] entry is required")
+        return ()
+    if not isinstance(raw, list):
+        reader.problem("sources", "must be an array of tables ([[sources]])")
+        return ()
+    sources: list[SourceSettings] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(raw):
+        path = f"sources[{i}]"
+        table = reader.table(entry, path)
+        if not table:
+            continue
+        name = reader.value(table, "name", path, str, check=_name)
+        kind = reader.value(table, "kind", path, str, check=_one_of(SOURCE_KINDS))
+        allowed = ("name", "kind", "enabled") + _SOURCE_KEYS.get(kind or "", ())
+        if kind:
+            reader.known_keys(table, allowed, path)
+        if name in seen:
+            reader.problem(f"{path}.name", f"duplicate source name '{name}'")
+        seen.add(name)
+        d = SourceSettings(name="", kind="")
+        url = reader.value(table, "url", path, str, None,
+                           lambda v: None if v.strip() else "empty url")
+        categories = reader.strings(table, "categories", path, check=_category)
+        if kind == "arxiv_rss" and not categories and not url:
+            reader.problem(f"{path}.categories", "list at least one arXiv category, like cs.CL")
+        query = reader.value(table, "query", path, str, None,
+                             lambda v: None if v.strip() else "empty query")
+        if kind == "arxiv_api" and not query:
+            if "query" not in table:
+                reader.problem(f"{path}.query", "is required for kind arxiv_api")
+        if kind == "feed" and not url and "url" not in table:
+            reader.problem(f"{path}.url", "is required for kind feed")
+        sources.append(SourceSettings(
+            name=name or f"source-{i}",
+            kind=kind or "",
+            url=url,
+            categories=categories,
+            announce_types=reader.strings(table, "announce_types", path, d.announce_types,
+                                          check=_one_of(ANNOUNCE_TYPES)),
+            query=query,
+            max_results=reader.value(table, "max_results", path, int, d.max_results,
+                                     _in_range(1, 30000)),
+            page_size=reader.value(table, "page_size", path, int, d.page_size,
+                                   _in_range(1, ARXIV_API_MAX_RESULTS)),
+            sort_by=reader.value(table, "sort_by", path, str, d.sort_by,
+                                 _one_of(("submittedDate", "lastUpdatedDate", "relevance"))),
+            date=reader.value(table, "date", path, str, d.date, _date),
+            enabled=reader.value(table, "enabled", path, bool, True),
+        ))
+    return tuple(sources)
+
+
+def _read_terms(reader: _Reader, table: Mapping[str, Any], path: str) -> tuple[Term, ...]:
+    raw = reader.value(table, "keywords", path, list, default=[])
+    terms = []
+    for i, item in enumerate(raw or []):
+        where = f"{path}.keywords[{i}]"
+        if isinstance(item, str):
+            text, weight = item, 1.0
+        elif isinstance(item, dict):
+            reader.known_keys(item, ("term", "weight"), where)
+            text = reader.value(item, "term", where, str)
+            weight = reader.value(item, "weight", where, float, 1.0,
+                                  lambda w: None if w > 0 else "must be > 0")
+            if text is None:
+                continue
+        else:
+            reader.problem(where, f"must be a string or {{term = ..., weight = ...}}, "
+                                  f"got {_type_name(item)}")
+            continue
+        if not text.strip() or not re.search(r"\w", text):
+            reader.problem(where, "empty phrase")
+            continue
+        terms.append(Term(text=" ".join(text.split()), weight=weight))
+    return tuple(terms)
+
+
+def _read_watchlists(reader: _Reader, raw: Any) -> tuple[WatchlistSettings, ...]:
+    if raw is _MISSING:
+        reader.problem("watchlists", "at least one [[watchlists]] entry is required")
+        return ()
+    if not isinstance(raw, list):
+        reader.problem("watchlists", "must be an array of tables ([[watchlists]])")
+        return ()
+    allowed = ("name", "channels", "keywords", "exclude", "authors", "categories", "min_score",
+               "max_papers", "schedule", "timezone")
+    watchlists: list[WatchlistSettings] = []
+    seen: set[str] = set()
+    d = WatchlistSettings(name="", channels=())
+    for i, entry in enumerate(raw):
+        path = f"watchlists[{i}]"
+        table = reader.table(entry, path)
+        if not table:
+            continue
+        reader.known_keys(table, allowed, path)
+        name = reader.value(table, "name", path, str, check=_name)
+        if name in seen:
+            reader.problem(f"{path}.name", f"duplicate watchlist name '{name}'")
+        seen.add(name)
+        keywords = _read_terms(reader, table, path)
+        authors = reader.strings(table, "authors", path, empty="empty author name")
+        categories = reader.strings(table, "categories", path, check=_category)
+        if "keywords" not in table and "authors" not in table and "categories" not in table:
+            reader.problem(path, "needs at least one of keywords, authors or categories")
+        watchlists.append(WatchlistSettings(
+            name=name or f"watchlist-{i}",
+            channels=reader.strings(table, "channels", path, empty="empty channel name"),
+            keywords=keywords,
+            exclude=reader.strings(table, "exclude", path, empty="empty phrase"),
+            authors=authors,
+            categories=categories,
+            min_score=reader.value(table, "min_score", path, float, d.min_score,
+                                   _in_range(0)),
+            max_papers=reader.value(table, "max_papers", path, int, d.max_papers,
+                                    _in_range(1, 500)),
+            schedule=reader.value(table, "schedule", path, str, None, _cron),
+            timezone=reader.value(table, "timezone", path, str, None, _timezone),
+        ))
+    return tuple(watchlists)
+
+
+_CHANNEL_KEYS = {
+    "email": ("smtp_host", "smtp_port", "security", "username_env", "password_env", "from",
+              "to", "subject", "unsubscribe", "timeout_seconds"),
+    "slack": ("webhook_url_env", "timeout_seconds"),
+}
+
+
+def _read_channels(
+    reader: _Reader, raw: Any, env: Mapping[str, str]
+) -> dict[str, ChannelSettings]:
+    tables = reader.table(raw, "channels")
+    channels: dict[str, ChannelSettings] = {}
+    d = ChannelSettings(name="", kind="")
+    for name, entry in tables.items():
+        path = f"channels.{name}"
+        if reason := _name(name):
+            reader.problem(path, reason)
+        table = reader.table(entry, path)
+        if not table:
+            continue
+        kind = reader.value(table, "kind", path, str, check=_one_of(CHANNEL_KINDS))
+        if kind:
+            reader.known_keys(table, ("kind",) + _CHANNEL_KEYS[kind], path)
+        username_env = reader.value(table, "username_env", path, str, None, _env_name)
+        password_env = reader.value(table, "password_env", path, str, None, _env_name)
+        webhook_env = reader.value(table, "webhook_url_env", path, str,
+                                   None if kind != "slack" else _MISSING, _env_name)
+        if kind == "email":
+            if (username_env is None) != (password_env is None):
+                reader.problem(path, "set both username_env and password_env, or neither")
+            if "from" not in table:
+                reader.problem(f"{path}.from", "is required for kind email")
+            if "to" not in table:
+                reader.problem(f"{path}.to", "is required for kind email")
+
+        def secret(env_name: str | None) -> Secret | None:
+            if env_name and env.get(env_name):
+                return Secret(env[env_name], env_name)
+            return None
+
+        channels[name] = ChannelSettings(
+            name=name,
+            kind=kind or "",
+            smtp_host=reader.value(table, "smtp_host", path, str, d.smtp_host),
+            smtp_port=reader.value(table, "smtp_port", path, int, d.smtp_port,
+                                   _in_range(1, 65535)),
+            security=reader.value(table, "security", path, str, d.security,
+                                  _one_of(("starttls", "ssl", "none"))),
+            username_env=username_env,
+            password_env=password_env,
+            sender=reader.value(table, "from", path, str, "",
+                                lambda v: None if "@" in v else "must be an email address"),
+            to=reader.strings(table, "to", path,
+                              check=lambda v: None if "@" in v else "must be an email address"),
+            subject=reader.value(table, "subject", path, str, d.subject, _subject),
+            unsubscribe=reader.value(table, "unsubscribe", path, str, None),
+            timeout_seconds=reader.value(table, "timeout_seconds", path, float,
+                                         d.timeout_seconds, _in_range(0.1, 600)),
+            webhook_url_env=webhook_env,
+            username=secret(username_env),
+            password=secret(password_env),
+            webhook_url=secret(webhook_env),
+        )
+    return channels
+
+
+def _subject(value: str) -> str | None:
+    try:
+        value.format(watchlist="w", count=1, date="d")
+    except (KeyError, IndexError, ValueError) as exc:
+        return f"unknown placeholder {exc}; use {{watchlist}}, {{count}} or {{date}}"
+    return None
+
+
+def parse_settings(
+    text: str, *, path: Path, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Parse and check a config document; raise ConfigError listing every problem."""
+    env = os.environ if env is None else env
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([("", f"not valid TOML: {exc}")], path=str(path)) from exc
+    reader = _Reader()
+    reader.known_keys(data, ("version", "store", "http", "schedule", "sources", "watchlists",
+                             "channels"), "")
+    version = data.get("version", _MISSING)
+    if version is _MISSING:
+        reader.problem("version", f"is required (write version = {CONFIG_VERSION})")
+    elif version != CONFIG_VERSION:
+        reader.problem("version", f"must be {CONFIG_VERSION}, got {version!r}")
+    settings = Settings(
+        path=path,
+        store=_read_store(reader, data.get("store", _MISSING)),
+        http=_read_http(reader, data.get("http", _MISSING)),
+        schedule=_read_schedule(reader, data.get("schedule", _MISSING)),
+        sources=_read_sources(reader, data.get("sources", _MISSING)),
+        watchlists=_read_watchlists(reader, data.get("watchlists", _MISSING)),
+        channels=_read_channels(reader, data.get("channels", _MISSING), env),
+    )
+    for i, watchlist in enumerate(settings.watchlists):
+        if not watchlist.channels:
+            reader.problem(f"watchlists[{i}].channels", "list at least one channel")
+        for j, channel in enumerate(watchlist.channels):
+            if channel not in settings.channels:
+                known = ", ".join(settings.channels) or "none defined"
+                reader.problem(f"watchlists[{i}].channels[{j}]",
+                               f"no channel named '{channel}' (known: {known})")
+    if reader.problems:
+        raise ConfigError(reader.problems, path=str(path))
+    return settings
+
+
+def load_settings(path: str | Path, *, env: Mapping[str, str] | None = None) -> Settings:
+    """Read a config file. Relative paths inside it are taken from the working directory."""
+    config_path = Path(path)
+    try:
+        text = config_path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError([("", "config file not found")], path=str(config_path)) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([("", f"cannot read config file: {exc}")],
+                          path=str(config_path)) from exc
+    return parse_settings(text, path=config_path, env=env)

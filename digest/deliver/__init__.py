@@ -1,0 +1,33 @@
+"""Channels: one module per kind. Each composes a payload, then sends it.
+
+A payload is composed once and recorded before sending, so a retry sends the very same
+content. Adding a channel kind is one module, one test file and one line in ``CHANNELS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from digest.deliver import email, slack
+from digest.deliver.base import Composed
+from digest.deliver.outbox import Outbox
+
+
+class Channel(Protocol):
+    kind: str
+
+    def compose(self, digest: Any) -> Composed: ...
+
+    def send(self, payload: dict[str, Any], *, parts_sent: int,
+             on_part_sent: Callable[[int], None]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+CHANNELS: dict[str, type] = {
+    email.EmailChannel.kind: email.EmailChannel,
+    slack.SlackChannel.kind: slack.SlackChannel,
+}
+
+__all__ = ["CHANNELS", "Channel", "Composed", "Outbox"]

@@ -1,0 +1,195 @@
+"""Email over SMTP: multipart text + HTML, one connection per run.
+
+Limits: the whole message stays under 100 KB, where Gmail starts clipping.
+Secrets: the SMTP login comes from the environment variables the channel names.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import socket
+import ssl
+from collections.abc import Callable
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from email.utils import format_datetime, make_msgid, parseaddr
+from typing import Any
+
+from digest.config import ChannelSettings
+from digest.deliver.base import Composed
+from digest.errors import DeliveryError
+from digest.models import Digest
+from digest.render import Renderer
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 100_000
+
+
+def _header_text(text: str) -> str:
+    """Header values never carry line breaks, whatever a feed or watchlist name holds."""
+    return " ".join(text.split())
+
+
+class EmailChannel:
+    kind = "email"
+    secrets = ("username_env", "password_env")
+
+    def __init__(
+        self,
+        settings: ChannelSettings,
+        *,
+        renderer: Renderer,
+        smtp_factory: Callable[..., smtplib.SMTP] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.renderer = renderer
+        self._smtp_factory = smtp_factory
+        self._smtp: smtplib.SMTP | None = None
+
+    # ---------------------------------------------------------------- compose
+
+    def subject(self, digest: Digest) -> str:
+        return _header_text(self.settings.subject.format(
+            watchlist=digest.watchlist, count=len(digest.matches),
+            date=digest.created_at.strftime("%Y-%m-%d")))
+
+    def compose(self, digest: Digest) -> Composed:
+        while True:
+            subject = self.subject(digest)
+            text, html = self.renderer.email(digest, subject=subject)
+            message = self._message(digest, subject, text, html)
+            raw = message.as_string()
+            if len(raw.encode()) <= MAX_MESSAGE_BYTES or len(digest.matches) <= 1:
+                break
+            log.info("email over %d bytes; moving the lowest-ranked paper to the next digest",
+                     MAX_MESSAGE_BYTES)
+            digest = Digest(watchlist=digest.watchlist, channel=digest.channel,
+                            matches=digest.matches[:-1], created_at=digest.created_at,
+                            title=digest.title)
+        payload = {
+            "kind": self.kind,
+            "subject": subject,
+            "from": self.settings.sender,
+            "to": list(self.settings.to),
+            "message": raw,
+            "html": html,
+        }
+        return Composed(payload=payload, digest=digest)
+
+    def _message(self, digest: Digest, subject: str, text: str, html: str) -> EmailMessage:
+        message = EmailMessage(policy=SMTP_POLICY)
+        _, sender = parseaddr(self.settings.sender)
+        domain = sender.rpartition("@")[2] or "paper-digest.invalid"
+        message["Subject"] = subject
+        message["From"] = self.settings.sender
+        message["To"] = ", ".join(self.settings.to)
+        message["Date"] = format_datetime(digest.created_at)
+        message["Message-ID"] = make_msgid("paper-digest", domain=domain)
+        message["List-Id"] = _header_text(f"{digest.watchlist} <{digest.watchlist}.paper-digest>")
+        if self.settings.unsubscribe:
+            target = self.settings.unsubscribe
+            message["List-Unsubscribe"] = f"<{target}>"
+            if target.startswith("https://"):
+                message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        message["Auto-Submitted"] = "auto-generated"
+        message.set_content(text)
+        message.add_alternative(html, subtype="html")
+        return message
+
+    # ---------------------------------------------------------------- send
+
+    def _connect(self) -> smtplib.SMTP:
+        s = self.settings
+        factory = self._smtp_factory
+        try:
+            if factory is not None:
+                smtp = factory(s.smtp_host, s.smtp_port, timeout=s.timeout_seconds)
+            elif s.security == "ssl":
+                smtp = smtplib.SMTP_SSL(s.smtp_host, s.smtp_port, timeout=s.timeout_seconds,
+                                        context=ssl.create_default_context())
+            else:
+                smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.timeout_seconds)
+            smtp.ehlo()
+            if s.security == "starttls":
+                smtp.starttls(context=ssl.create_default_context())
+                smtp.ehlo()
+            if s.username and s.password:
+                smtp.login(s.username.reveal(), s.password.reveal())
+        except smtplib.SMTPAuthenticationError as exc:
+            raise DeliveryError(
+                f"SMTP login to {s.smtp_host}:{s.smtp_port} refused ({exc.smtp_code}); check "
+                f"${s.username_env} and ${s.password_env}", channel=s.name) from exc
+        except smtplib.SMTPNotSupportedError as exc:
+            raise DeliveryError(f"SMTP server {s.smtp_host}:{s.smtp_port} does not support "
+                                f"{s.security.upper()}: set security", channel=s.name) from exc
+        except (smtplib.SMTPException, OSError) as exc:
+            raise DeliveryError(
+                f"cannot connect to SMTP server {s.smtp_host}:{s.smtp_port}: {_describe(exc)}",
+                channel=s.name, permanent=_is_permanent(exc)) from exc
+        return smtp
+
+    def send(self, payload: dict[str, Any], *, parts_sent: int = 0,
+             on_part_sent: Callable[[int], None] = lambda n: None) -> None:
+        if parts_sent >= 1:
+            return
+        s = self.settings
+        if self._smtp is None:
+            self._smtp = self._connect()
+        try:
+            refused = self._smtp.sendmail(
+                Address(addr_spec=parseaddr(payload["from"])[1]).addr_spec,
+                payload["to"], payload["message"].encode("ascii", "surrogateescape"))
+        except (smtplib.SMTPException, OSError) as exc:
+            self._drop_connection()
+            raise DeliveryError(f"SMTP server {s.smtp_host}:{s.smtp_port} did not accept the "
+                                f"digest: {_describe(exc)}", channel=s.name,
+                                permanent=_is_permanent(exc)) from exc
+        if refused:
+            log.warning("channel=%s some recipients refused: %s", s.name, sorted(refused))
+        on_part_sent(1)
+
+    def _drop_connection(self) -> None:
+        if self._smtp is not None:
+            try:
+                self._smtp.close()
+            except OSError:
+                pass
+            self._smtp = None
+
+    def close(self) -> None:
+        if self._smtp is not None:
+            try:
+                self._smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
+            self._drop_connection()
+
+
+def _is_permanent(exc: BaseException) -> bool:
+    """5xx replies will not change by trying again; everything else might."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _ in exc.recipients.values()]
+        return bool(codes) and all(500 <= code < 600 for code in codes)
+    code = getattr(exc, "smtp_code", None)
+    return isinstance(code, int) and 500 <= code < 600
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        parts = [f"{addr}: {code} {msg.decode(errors='replace') if isinstance(msg, bytes) else msg}"
+                 for addr, (code, msg) in exc.recipients.items()]
+        return "all recipients refused (" + "; ".join(parts) + ")"
+    if isinstance(exc, smtplib.SMTPResponseException):
+        error = exc.smtp_error
+        text = error.decode(errors="replace") if isinstance(error, bytes) else str(error)
+        return f"{exc.smtp_code} {text}"
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return "the server closed the connection"
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    return f"{type(exc).__name__}: {exc}"

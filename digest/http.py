@@ -1,0 +1,254 @@
+"""One place that fetches bytes: user agent, timeouts, per-host pacing, bounded retries.
+
+Local files (a path or a file: URL) are read through the same call, so sample data and
+tests follow the same code path as live feeds.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import httpx
+
+from digest.config import HttpSettings
+from digest.errors import FetchError
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Every arXiv host shares one pacer: arXiv asks for one request per 3 s across API and RSS.
+ARXIV_HOSTS = ("arxiv.org",)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    url: str
+    status: int
+    content: bytes
+    content_type: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+
+    @property
+    def not_modified(self) -> bool:
+        return self.status == 304
+
+
+class Pacer:
+    """Keeps at least ``interval`` seconds between the starts of two requests."""
+
+    def __init__(
+        self,
+        interval: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.interval = interval
+        self._clock = clock
+        self._sleep = sleep
+        self._last: float | None = None
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        with self._lock:
+            now = self._clock()
+            if self._last is not None:
+                delay = self._last + self.interval - now
+                if delay > 0:
+                    self._sleep(delay)
+                    now = self._clock()
+            self._last = now
+
+
+def make_client(
+    settings: HttpSettings, *, transport: httpx.BaseTransport | None = None
+) -> httpx.Client:
+    """The one httpx client factory: versioned user agent, timeouts, one connection."""
+    return httpx.Client(
+        headers={"User-Agent": settings.user_agent},
+        timeout=httpx.Timeout(settings.timeout_seconds),
+        follow_redirects=True,
+        limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+        transport=transport,
+    )
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def is_local(location: str) -> bool:
+    scheme = urlsplit(location).scheme.lower()
+    return scheme == "file" or scheme == "" or (len(scheme) == 1 and location[1:2] == ":")
+
+
+def local_path(location: str) -> Path:
+    parts = urlsplit(location)
+    if parts.scheme.lower() == "file":
+        # file:relative/path and file:///absolute/path are both accepted
+        return Path(unquote(parts.netloc + parts.path))
+    return Path(location)
+
+
+class Fetcher:
+    """Fetches URLs and local files politely; translates every failure into FetchError."""
+
+    def __init__(
+        self,
+        settings: HttpSettings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.client = make_client(settings, transport=transport)
+        self._clock = clock
+        self._sleep = sleep
+        self._pacers: dict[str, Pacer] = {}
+        self.requests = 0
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> Fetcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def pacer_for(self, host: str) -> Pacer:
+        host = host.lower()
+        if any(host == h or host.endswith("." + h) for h in ARXIV_HOSTS):
+            group, interval = "arxiv", self.settings.arxiv_interval_seconds
+        else:
+            group, interval = host, self.settings.interval_seconds
+        if group not in self._pacers:
+            self._pacers[group] = Pacer(interval, clock=self._clock, sleep=self._sleep)
+        return self._pacers[group]
+
+    def get(
+        self,
+        location: str,
+        *,
+        params: dict[str, str | int] | None = None,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        source: str | None = None,
+    ) -> Fetched:
+        if is_local(location):
+            return self._read_local(location, source)
+        return self._get_http(location, params, etag, last_modified, source)
+
+    def _read_local(self, location: str, source: str | None) -> Fetched:
+        path = local_path(location)
+        try:
+            size = path.stat().st_size
+            if size > self.settings.max_body_bytes:
+                raise FetchError(
+                    f"{path} is {size} bytes, over the {self.settings.max_body_mb:g} MB limit",
+                    source=source, url=location)
+            return Fetched(url=location, status=200, content=path.read_bytes())
+        except OSError as exc:
+            raise FetchError(f"cannot read {path}: {exc.strerror or exc}",
+                             source=source, url=location) from exc
+
+    def _get_http(
+        self,
+        url: str,
+        params: dict[str, str | int] | None,
+        etag: str | None,
+        last_modified: str | None,
+        source: str | None,
+    ) -> Fetched:
+        headers = {}
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        pacer = self.pacer_for(httpx.URL(url).host)
+        attempts = self.settings.max_retries + 1
+        last_problem = ""
+        last_status: int | None = None
+        for attempt in range(1, attempts + 1):
+            pacer.wait()
+            self.requests += 1
+            wait: float | None = None
+            try:
+                with self.client.stream("GET", url, params=params, headers=headers) as response:
+                    if response.status_code in (200, 203) :
+                        content = self._read_limited(response, url, source)
+                        return Fetched(
+                            url=str(response.url),
+                            status=200,
+                            content=content,
+                            content_type=response.headers.get("Content-Type"),
+                            etag=response.headers.get("ETag"),
+                            last_modified=response.headers.get("Last-Modified"),
+                        )
+                    if response.status_code == 304:
+                        return Fetched(url=str(response.url), status=304, content=b"",
+                                       etag=etag, last_modified=last_modified)
+                    last_status = response.status_code
+                    last_problem = f"HTTP {response.status_code} {response.reason_phrase}"
+                    if response.status_code not in RETRY_STATUSES:
+                        raise FetchError(last_problem, source=source, url=url,
+                                         status=response.status_code, attempts=attempt)
+                    wait = parse_retry_after(response.headers.get("Retry-After"))
+            except httpx.TimeoutException as exc:
+                last_problem = f"timed out after {self.settings.timeout_seconds:g} s ({type(exc).__name__})"
+            except httpx.TransportError as exc:
+                last_problem = f"{type(exc).__name__}: {exc}"
+            except httpx.InvalidURL as exc:
+                raise FetchError(f"invalid URL: {exc}", source=source, url=url) from exc
+            if attempt == attempts:
+                break
+            if wait is None:
+                wait = self.settings.retry_backoff_seconds * (2 ** (attempt - 1))
+            if wait > self.settings.max_retry_after_seconds:
+                last_problem += f" (server asked to wait {wait:g} s; giving up until next run)"
+                break
+            log.info("retrying url=%s attempt=%d problem=%r wait=%.1fs", url, attempt,
+                     last_problem, wait)
+            self._sleep(wait)
+        raise FetchError(last_problem, source=source, url=url, status=last_status,
+                         attempts=attempt)
+
+    def _read_limited(self, response: httpx.Response, url: str, source: str | None) -> bytes:
+        limit = self.settings.max_body_bytes
+        declared = response.headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise FetchError(
+                f"response is {declared} bytes, over the {self.settings.max_body_mb:g} MB limit",
+                source=source, url=url, status=response.status_code)
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise FetchError(
+                    f"response exceeds the {self.settings.max_body_mb:g} MB limit; cut off",
+                    source=source, url=url, status=response.status_code)
+            chunks.append(chunk)
+        return b"".join(chunks)

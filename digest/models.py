@@ -1,0 +1,195 @@
+"""Frozen dataclasses every layer shares, and the rules that give a paper its identity."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import datetime
+
+# New-style ids (0704.0001 onwards) and old-style ids (hep-th/9901001), each with an
+# optional version suffix. Anchored on what precedes an id in URLs, guids and DOIs.
+_ARXIV_ID = re.compile(
+    r"(?:^|[/:]|abs/|pdf/|arxiv\.)"
+    r"(?P<id>\d{4}\.\d{4,5}|[a-z][a-z\-]*(?:\.[A-Z]{2})?/\d{7})"
+    r"(?:v(?P<version>\d+))?(?:\.pdf)?$",
+    re.IGNORECASE,
+)
+_DOI_PREFIX = re.compile(r"^(?:https?://(?:dx\.)?doi\.org/|doi:\s*)", re.IGNORECASE)
+
+
+def parse_arxiv_id(text: str) -> tuple[str, int | None] | None:
+    """Return ``(id_without_version, version)`` for anything naming an arXiv paper.
+
+    Accepts bare ids, ``oai:arXiv.org:`` guids, abs/pdf URLs and arXiv DOIs.
+    """
+    candidate = text.strip().rstrip("/")
+    match = _ARXIV_ID.search(candidate)
+    if match is None:
+        return None
+    version = match.group("version")
+    return match.group("id"), int(version) if version else None
+
+
+def normalise_doi(text: str) -> str | None:
+    doi = _DOI_PREFIX.sub("", text.strip()).strip().lower()
+    return doi if doi.startswith("10.") and "/" in doi else None
+
+
+def paper_key(
+    *,
+    arxiv_id: str | None = None,
+    doi: str | None = None,
+    guid: str | None = None,
+    link: str | None = None,
+    title: str = "",
+    authors: tuple[str, ...] = (),
+) -> str:
+    """The canonical key: arXiv id, else DOI, else guid, else link, else a content hash.
+
+    An arXiv DOI (10.48550/arXiv.NNNN) is the arXiv paper it names.
+    """
+    if arxiv_id:
+        return f"arxiv:{arxiv_id}"
+    if doi:
+        normalised = normalise_doi(doi)
+        if normalised:
+            if normalised.startswith("10.48550/arxiv."):
+                parsed = parse_arxiv_id(normalised)
+                if parsed:
+                    return f"arxiv:{parsed[0]}"
+            return f"doi:{normalised}"
+    if guid and guid.strip():
+        return f"guid:{guid.strip()}"
+    if link and link.strip():
+        return f"url:{link.strip()}"
+    content = fold_text(title) + "\x1f" + "\x1f".join(fold_text(a) for a in authors)
+    return "sha1:" + hashlib.sha1(content.encode("utf-8")).hexdigest()
+
+
+def fold_text(text: str) -> str:
+    """Case- and accent-insensitive form of a text, with runs of spaces collapsed."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return " ".join(stripped.casefold().split())
+
+
+@dataclass(frozen=True)
+class Paper:
+    """One paper as a source saw it, or as the store knows it after merging sightings."""
+
+    key: str
+    title: str
+    url: str
+    abstract: str = ""
+    authors: tuple[str, ...] = ()
+    arxiv_id: str | None = None
+    version: int | None = None
+    doi: str | None = None
+    categories: tuple[str, ...] = ()
+    primary_category: str | None = None
+    announce_type: str | None = None
+    published: datetime | None = None
+    upvotes: int | None = None
+    comment: str | None = None
+    journal_ref: str | None = None
+    source: str = ""
+
+    @property
+    def abs_url(self) -> str:
+        if self.arxiv_id:
+            return f"https://arxiv.org/abs/{self.arxiv_id}"
+        return self.url
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a paper matched: ``kind`` is term, author or category; ``field`` where it was."""
+
+    kind: str
+    value: str
+    field: str = ""
+    points: float = 0.0
+    count: int = 1
+
+    def describe(self) -> str:
+        if self.kind == "term":
+            return f'"{self.value}" in {self.field}'
+        if self.kind == "author":
+            return f"author {self.value}"
+        return f"category {self.value}"
+
+
+@dataclass(frozen=True)
+class Match:
+    """A paper that passed a watchlist, with its score and the reasons behind it."""
+
+    paper: Paper
+    watchlist: str
+    score: float
+    reasons: tuple[Reason, ...]
+
+    @property
+    def matched_terms(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(r.value for r in self.reasons if r.kind == "term"))
+
+
+@dataclass(frozen=True)
+class Digest:
+    """What one channel receives for one watchlist in one run: ranked matches."""
+
+    watchlist: str
+    channel: str
+    matches: tuple[Match, ...]
+    created_at: datetime
+    title: str = ""
+
+
+@dataclass
+class SourceReport:
+    name: str
+    read: int = 0
+    new: int = 0
+    known: int = 0
+    skipped: int = 0
+    not_modified: bool = False
+    error: str | None = None
+
+
+@dataclass
+class DeliveryReport:
+    watchlist: str
+    channel: str
+    papers: int
+    status: str  # sent | failed_temporary | failed_permanent | written | dry_run
+    digest_id: int | None = None
+    error: str | None = None
+    location: str | None = None
+    resent: bool = False
+
+
+@dataclass
+class WatchlistReport:
+    name: str
+    candidates: int = 0
+    matched: int = 0
+
+
+@dataclass
+class RunReport:
+    started_at: datetime
+    sources: list[SourceReport] = field(default_factory=list)
+    watchlists: list[WatchlistReport] = field(default_factory=list)
+    deliveries: list[DeliveryReport] = field(default_factory=list)
+    finished_at: datetime | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not any(s.error for s in self.sources) and not any(
+            d.status.startswith("failed") for d in self.deliveries
+        )
+
+    @property
+    def new_papers(self) -> int:
+        return sum(s.new for s in self.sources)

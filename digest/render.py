@@ -1,0 +1,173 @@
+"""Rendering: jinja2 templates for email (autoescaped, strict) and Slack payloads as dicts.
+
+Templates receive finished view data and only display it. Highlighting and escaping are
+done here in Python, once, so no template can forget to escape feed text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from markupsafe import Markup, escape
+
+from digest.models import Digest, Match
+from digest.scoring import highlight_spans
+
+ABSTRACT_CHARS = 600  # abstracts are trimmed to this many characters in digests
+SLACK_ABSTRACT_CHARS = 280
+
+
+def templates_dir() -> Path:
+    """Installed wheels carry the templates inside the package; a checkout has them on top."""
+    packaged = Path(__file__).parent / "templates"
+    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "templates"
+
+
+@dataclass(frozen=True)
+class PaperView:
+    rank: int
+    title: str
+    title_html: Markup
+    url: str
+    authors: str
+    categories: str
+    announce_type: str
+    abstract: str
+    abstract_html: Markup
+    reasons: tuple[str, ...]
+    score: float
+    upvotes: int | None
+
+
+def trim(text: str, limit: int) -> str:
+    """Cut at a word boundary and mark the cut with an ellipsis."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0].rstrip(" ,;:.")
+    return cut + " …"
+
+
+def highlight(text: str, terms: tuple[str, ...]) -> Markup:
+    """Escape ``text`` and wrap each matched term in <mark>."""
+    out: list[str] = []
+    position = 0
+    for start, end in highlight_spans(text, terms):
+        out.append(str(escape(text[position:start])))
+        out.append(f"<mark>{escape(text[start:end])}</mark>")
+        position = end
+    out.append(str(escape(text[position:])))
+    return Markup("".join(out))
+
+
+def format_authors(authors: tuple[str, ...], limit: int = 8) -> str:
+    if len(authors) <= limit:
+        return ", ".join(authors)
+    return ", ".join(authors[:limit]) + f" and {len(authors) - limit} more"
+
+
+def describe_reasons(match: Match) -> tuple[str, ...]:
+    return tuple(r.describe() for r in match.reasons)
+
+
+def paper_views(digest: Digest) -> list[PaperView]:
+    views = []
+    for rank, match in enumerate(digest.matches, start=1):
+        paper = match.paper
+        terms = match.matched_terms
+        abstract = trim(paper.abstract, ABSTRACT_CHARS)
+        views.append(PaperView(
+            rank=rank,
+            title=paper.title,
+            title_html=highlight(paper.title, terms),
+            url=paper.abs_url,
+            authors=format_authors(paper.authors),
+            categories=", ".join(paper.categories),
+            announce_type=paper.announce_type or "",
+            abstract=abstract,
+            abstract_html=highlight(abstract, terms),
+            reasons=describe_reasons(match),
+            score=match.score,
+            upvotes=paper.upvotes,
+        ))
+    return views
+
+
+class Renderer:
+    def __init__(self, directory: Path | None = None) -> None:
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(directory or templates_dir())),
+            autoescape=jinja2.select_autoescape(["html", "html.j2"], default_for_string=True),
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+        )
+
+    def render(self, template: str, **context: Any) -> str:
+        return self.env.get_template(template).render(**context)
+
+    def email(self, digest: Digest, *, subject: str) -> tuple[str, str]:
+        """(plain text, HTML) bodies of the digest email."""
+        context = {
+            "subject": subject,
+            "watchlist": digest.watchlist,
+            "date": digest.created_at.strftime("%Y-%m-%d"),
+            "papers": paper_views(digest),
+        }
+        return (self.render("email/digest.txt.j2", **context),
+                self.render("email/digest.html.j2", **context))
+
+
+# ----------------------------------------------------------------------------- Slack
+
+SLACK_MAX_BLOCKS = 50
+SLACK_MAX_SECTION_CHARS = 3000
+SLACK_MAX_TEXT_CHARS = 3000
+
+
+def slack_escape(text: str) -> str:
+    """Slack's mrkdwn treats &, < and > as control characters; escape exactly those."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _slack_url(url: str) -> str:
+    return url.replace("|", "%7C").replace(">", "%3E").replace("<", "%3C").replace(" ", "%20")
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def slack_messages(digest: Digest) -> list[dict[str, Any]]:
+    """Block Kit messages for one digest, split so that each stays within Slack's limits."""
+    views = paper_views(digest)
+    heading = f"{digest.watchlist}: {len(views)} new paper{'s' if len(views) != 1 else ''}"
+    paper_blocks: list[list[dict[str, Any]]] = []
+    for view in views:
+        meta = " · ".join(x for x in (view.authors, view.categories,
+                                      f"▲ {view.upvotes}" if view.upvotes else "") if x)
+        body = (f"*{view.rank}. <{_slack_url(view.url)}|{slack_escape(view.title)}>*\n"
+                f"{slack_escape(meta)}\n{slack_escape(trim(view.abstract, SLACK_ABSTRACT_CHARS))}")
+        why = "Why: " + "; ".join(view.reasons)
+        paper_blocks.append([
+            {"type": "section",
+             "text": {"type": "mrkdwn", "text": _clip(body, SLACK_MAX_SECTION_CHARS)}},
+            {"type": "context",
+             "elements": [{"type": "mrkdwn",
+                           "text": _clip(slack_escape(why), SLACK_MAX_TEXT_CHARS)}]},
+        ])
+    messages: list[list[dict[str, Any]]] = [[]]
+    for blocks in paper_blocks:
+        if len(messages[-1]) + len(blocks) > SLACK_MAX_BLOCKS - 1:  # room for the header
+            messages.append([])
+        messages[-1].extend(blocks)
+    out = []
+    for number, blocks in enumerate(messages, start=1):
+        title = heading if len(messages) == 1 else f"{heading} ({number}/{len(messages)})"
+        header = {"type": "header",
+                  "text": {"type": "plain_text", "text": _clip(title, 150), "emoji": True}}
+        out.append({"text": slack_escape(title), "blocks": [header, *blocks]})
+    return out

@@ -1,0 +1,117 @@
+"""arXiv API queries (export.arxiv.org/api/query): Atom, paged within arXiv's limits.
+
+Both the current response shape and the pre-2025 one (namespaces declared per element,
+http ids, ``scheme`` on primary_category) are read by the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from digest.config import ARXIV_API_MAX_RESULTS, SourceSettings
+from digest.errors import ParseError
+from digest.http import Fetcher, is_local
+from digest.models import Paper, paper_key, parse_arxiv_id
+from digest.sources.base import Batch, SourceState, clean_text, parse_xml
+
+log = logging.getLogger(__name__)
+
+BASE_URL = "https://export.arxiv.org/api/query"
+NS = {
+    "atom": "http://www.w3.org/2005/Atom",
+    "arxiv": "http://arxiv.org/schemas/atom",
+    "opensearch": "http://a9.com/-/spec/opensearch/1.1/",
+}
+
+
+def parse(content: bytes, *, source: str = "arxiv_api") -> tuple[list[Paper], int | None]:
+    """Papers of one API response page, and opensearch:totalResults when present."""
+    root = parse_xml(content, what="arXiv API")
+    if root.tag != f"{{{NS['atom']}}}feed":
+        raise ParseError(f"arXiv API: expected an Atom <feed>, got <{root.tag}>")
+    total_text = root.findtext("opensearch:totalResults", namespaces=NS)
+    total = int(total_text) if total_text and total_text.strip().isdigit() else None
+    papers = []
+    for entry in root.iterfind("atom:entry", NS):
+        entry_id = clean_text(entry.findtext("atom:id", namespaces=NS))
+        if "/api/errors" in entry_id:
+            reason = clean_text(entry.findtext("atom:summary", namespaces=NS)) or entry_id
+            raise ParseError(f"arXiv API reports an error: {reason}")
+        papers.append(_entry(entry, entry_id, source))
+    return papers, total
+
+
+def _entry(entry, entry_id: str, source: str) -> Paper:  # type: ignore[no-untyped-def]
+    parsed = parse_arxiv_id(entry_id)
+    arxiv_id, version = parsed if parsed else (None, None)
+    title = clean_text(entry.findtext("atom:title", namespaces=NS))
+    authors = tuple(clean_text(a.findtext("atom:name", namespaces=NS))
+                    for a in entry.iterfind("atom:author", NS))
+    categories = tuple(c.get("term", "") for c in entry.iterfind("atom:category", NS)
+                       if c.get("term"))
+    primary = entry.find("arxiv:primary_category", NS)
+    primary_category = primary.get("term") if primary is not None else None
+    if primary_category and primary_category not in categories:
+        categories = (primary_category, *categories)
+    link = entry_id
+    for node in entry.iterfind("atom:link", NS):
+        if node.get("rel") == "alternate" and node.get("href"):
+            link = node.get("href")
+    doi = clean_text(entry.findtext("arxiv:doi", namespaces=NS)) or None
+    published = None
+    if text := entry.findtext("atom:published", namespaces=NS):
+        try:
+            published = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        except ValueError:
+            published = None
+    return Paper(
+        key=paper_key(arxiv_id=arxiv_id, doi=doi, link=link, title=title, authors=authors),
+        title=title,
+        url=link,
+        abstract=clean_text(entry.findtext("atom:summary", namespaces=NS)),
+        authors=authors,
+        arxiv_id=arxiv_id,
+        version=version,
+        doi=doi,
+        categories=categories,
+        primary_category=primary_category,
+        published=published,
+        comment=clean_text(entry.findtext("arxiv:comment", namespaces=NS)) or None,
+        journal_ref=clean_text(entry.findtext("arxiv:journal_ref", namespaces=NS)) or None,
+        source=source,
+    )
+
+
+class ArxivApiSource:
+    """A standing query, newest first, read in pages of at most 2000 results."""
+
+    kind = "arxiv_api"
+
+    def __init__(self, settings: SourceSettings) -> None:
+        self.settings = settings
+        self.url = settings.url or BASE_URL
+
+    def fetch(self, fetcher: Fetcher, state: SourceState) -> Batch:
+        wanted = self.settings.max_results
+        page_size = min(self.settings.page_size, ARXIV_API_MAX_RESULTS, wanted)
+        papers: list[Paper] = []
+        start = 0
+        while start < wanted:
+            params: dict[str, str | int] = {
+                "search_query": self.settings.query or "",
+                "start": start,
+                "max_results": min(page_size, wanted - start),
+                "sortBy": self.settings.sort_by,
+                "sortOrder": "descending",
+            }
+            fetched = fetcher.get(self.url, params=params, source=self.settings.name)
+            page, total = parse(fetched.content, source=self.settings.name)
+            papers.extend(page)
+            log.info("arxiv_api source=%s start=%d got=%d total=%s", self.settings.name,
+                     start, len(page), total)
+            start += len(page)
+            done = not page or len(page) < int(params["max_results"])
+            if done or (total is not None and start >= total) or is_local(self.url):
+                break
+        return Batch(papers=papers[:wanted])

@@ -1,0 +1,103 @@
+"""What every source shares: its result type, safe XML parsing, and text clean-up."""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+from digest.errors import ParseError
+from digest.models import Paper
+
+_DOCTYPE_ENTITY = re.compile(rb"<!ENTITY", re.IGNORECASE)
+_TAG = re.compile(r"<[^>]+>")
+# The few TeX accent commands that arXiv metadata uses in names, e.g. R\'emy.
+_TEX_ACCENTS = {"'": "\u0301", "`": "\u0300", '"': "\u0308", "^": "\u0302", "~": "\u0303",
+                "c": "\u0327", "v": "\u030c", "=": "\u0304", "u": "\u0306", "H": "\u030b"}
+_TEX_ACCENT = re.compile(r"""\\([`'"^~=]|[cvuH](?=[\s{]))\s*\{?([A-Za-z])\}?""")
+
+
+@dataclass(frozen=True)
+class SourceState:
+    """What a source remembers between runs, for conditional requests."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+@dataclass
+class Batch:
+    """The papers one fetch produced, and the state to remember once they are stored."""
+
+    papers: list[Paper] = field(default_factory=list)
+    state: SourceState = field(default_factory=SourceState)
+    not_modified: bool = False
+    skipped: int = 0  # entries the source's settings leave out (e.g. replacements)
+
+
+def parse_xml(content: bytes, *, what: str) -> etree._Element:
+    """Parse untrusted XML: no DTDs, no entity expansion, no network, no huge trees."""
+    if not content.strip():
+        raise ParseError(f"{what}: empty response")
+    if _DOCTYPE_ENTITY.search(content[:65536]):
+        raise ParseError(f"{what}: XML declares entities; refused (possible entity bomb)")
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
+                             huge_tree=False, remove_comments=True)
+    try:
+        root = etree.fromstring(content, parser=parser)
+    except etree.XMLSyntaxError as exc:
+        head = content.lstrip()[:200].lower()
+        if head.startswith(b"<!doctype html") or head.startswith(b"<html"):
+            raise ParseError(f"{what}: got an HTML page, not a feed") from exc
+        raise ParseError(f"{what}: malformed XML ({exc})") from exc
+    if root is None:
+        raise ParseError(f"{what}: empty document")
+    return root
+
+
+def clean_text(text: str | None) -> str:
+    """Collapse whitespace; keep the characters (escaping happens when rendering)."""
+    return " ".join((text or "").split())
+
+
+def strip_html(text: str | None) -> str:
+    """Plain text from a fragment of HTML, as feeds put in summaries."""
+    return clean_text(html.unescape(_TAG.sub(" ", text or "")))
+
+
+def detex(text: str) -> str:
+    """Turn TeX accent commands into the accented letters (R\\'emy -> Rémy)."""
+    import unicodedata
+
+    def repl(match: re.Match[str]) -> str:
+        return unicodedata.normalize("NFC", match.group(2) + _TEX_ACCENTS[match.group(1)])
+
+    return _TEX_ACCENT.sub(repl, text)
+
+
+def split_authors(creators: str) -> tuple[str, ...]:
+    """Split an arXiv author line: commas and 'and' separate names, (affiliations) go."""
+    names: list[str] = []
+    depth = 0
+    current: list[str] = []
+    for ch in creators:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth = max(0, depth - 1)
+        elif depth == 0:
+            if ch == ",":
+                names.append("".join(current))
+                current = []
+            else:
+                current.append(ch)
+    names.append("".join(current))
+    out: list[str] = []
+    for name in names:
+        for part in re.split(r"\s+and\s+", name.strip()):
+            part = clean_text(detex(part))
+            if part:
+                out.append(part)
+    return tuple(out)

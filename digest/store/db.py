@@ -1,0 +1,320 @@
+"""Store operations. Each fact is written after it happened, in one transaction."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from digest.errors import LockedError, StoreError
+from digest.models import Digest, Paper
+from digest.sources.base import SourceState
+from digest.store.schema import migrate
+
+OPEN_STATUSES = ("pending", "failed_temporary")
+
+
+@dataclass(frozen=True)
+class OpenDigest:
+    """A digest recorded but not yet fully sent: resent with the same content."""
+
+    id: int
+    channel: str
+    watchlist: str
+    status: str
+    payload: dict[str, Any]
+    parts_sent: int
+    attempts: int
+    paper_keys: tuple[str, ...]
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")
+
+
+class Store:
+    def __init__(self, db: sqlite_utils.Database, path: Path | None = None) -> None:
+        self.db = db
+        self.path = path
+
+    @classmethod
+    def open(cls, path: str | Path) -> Store:
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(path), timeout=30)
+            db = sqlite_utils.Database(conn)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            migrate(db)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open store {path}: {exc}") from exc
+        return cls(db, path)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def run_lock(self) -> Iterator[None]:
+        """Hold the store's run lock; another holder makes this raise LockedError."""
+        if self.path is None:
+            yield
+            return
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        handle = open(lock_path, "a+")  # noqa: SIM115 - held for the whole run
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise LockedError(
+                    f"another paper-digest run is using {self.path} (pid {holder}); "
+                    "it will deliver what is due, so this one stops here") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            yield
+        finally:
+            handle.close()
+
+    # ------------------------------------------------------------------ papers
+
+    def record_batch(
+        self, source: str, papers: Iterable[Paper], state: SourceState, now: datetime
+    ) -> tuple[int, int]:
+        """Store what a source listed; return (new papers, already known papers)."""
+        new = known = 0
+        stamp = _iso(now)
+        try:
+            with self.db.atomic():
+                seen_keys: set[str] = set()
+                for paper in papers:
+                    if paper.key in seen_keys:
+                        continue
+                    seen_keys.add(paper.key)
+                    if self._merge_paper(paper, stamp):
+                        new += 1
+                    else:
+                        known += 1
+                    self.db.execute(
+                        """INSERT INTO sightings (paper_key, source, announce_type, version,
+                                                  first_seen, last_seen)
+                           VALUES (?, ?, ?, ?, ?, ?)
+                           ON CONFLICT (paper_key, source) DO UPDATE SET
+                               announce_type = excluded.announce_type,
+                               version = max(coalesce(version, 0), coalesce(excluded.version, 0)),
+                               last_seen = excluded.last_seen""",
+                        [paper.key, source, paper.announce_type, paper.version, stamp, stamp],
+                    )
+                self.db.execute(
+                    """INSERT INTO source_state (source, etag, last_modified, last_success,
+                                                 consecutive_failures)
+                       VALUES (?, ?, ?, ?, 0)
+                       ON CONFLICT (source) DO UPDATE SET etag = excluded.etag,
+                           last_modified = excluded.last_modified,
+                           last_success = excluded.last_success, consecutive_failures = 0""",
+                    [source, state.etag, state.last_modified, stamp],
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot record papers from {source}: {exc}") from exc
+        return new, known
+
+    def _merge_paper(self, paper: Paper, stamp: str) -> bool:
+        row = self.db.execute("SELECT * FROM papers WHERE key = ?", [paper.key]).fetchone()
+        values = _paper_row(paper)
+        if row is None:
+            self.db["papers"].insert({**values, "first_seen": stamp, "updated_at": stamp})
+            return True
+        old = dict(zip([d[0] for d in self.db.execute("SELECT * FROM papers LIMIT 0")
+                        .description], row, strict=True))
+        merged = dict(old)
+        newer = (paper.version or 0) > (old["version"] or 0)
+        for column in ("title", "abstract", "url", "authors"):
+            if values[column] and (newer or not old[column] or old[column] == "[]"):
+                merged[column] = values[column]
+        for column in ("arxiv_id", "doi", "primary_category", "announce_type", "published",
+                       "comment", "journal_ref"):
+            if values[column] and (not old[column] or (newer and column != "announce_type")):
+                merged[column] = values[column]
+        merged["version"] = max(old["version"] or 0, paper.version or 0) or None
+        categories = json.loads(old["categories"])
+        categories += [c for c in paper.categories if c not in categories]
+        merged["categories"] = json.dumps(categories)
+        if paper.upvotes is not None:
+            merged["upvotes"] = paper.upvotes
+        if merged != old:
+            merged["updated_at"] = stamp
+            self.db["papers"].update(paper.key, merged)
+        return False
+
+    def record_source_error(self, source: str, error: str, now: datetime) -> None:
+        stamp = _iso(now)
+        with self.db.atomic():
+            self.db.execute(
+                """INSERT INTO source_state (source, last_error, last_error_at,
+                                             consecutive_failures)
+                   VALUES (?, ?, ?, 1)
+                   ON CONFLICT (source) DO UPDATE SET last_error = excluded.last_error,
+                       last_error_at = excluded.last_error_at,
+                       consecutive_failures = consecutive_failures + 1""",
+                [source, error, stamp],
+            )
+
+    def source_state(self, source: str) -> SourceState:
+        row = self.db.execute(
+            "SELECT etag, last_modified FROM source_state WHERE source = ?", [source]
+        ).fetchone()
+        return SourceState(etag=row[0], last_modified=row[1]) if row else SourceState()
+
+    def paper(self, key: str) -> Paper | None:
+        rows = list(self.db.query("SELECT * FROM papers WHERE key = ?", [key]))
+        return _paper_from_row(rows[0]) if rows else None
+
+    def papers_count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM papers").fetchone()[0])
+
+    def sources_of(self, key: str) -> list[str]:
+        return [r[0] for r in self.db.execute(
+            "SELECT source FROM sightings WHERE paper_key = ? ORDER BY source", [key])]
+
+    def candidates(self, channel: str, since: datetime) -> list[Paper]:
+        """Papers first seen since ``since`` that this channel has not had or queued."""
+        rows = self.db.query(
+            """SELECT * FROM papers p
+               WHERE p.first_seen >= ?
+                 AND NOT EXISTS (SELECT 1 FROM deliveries d
+                                 WHERE d.channel = ? AND d.paper_key = p.key)
+                 AND NOT EXISTS (SELECT 1 FROM digest_papers dp JOIN digests g
+                                   ON g.id = dp.digest_id
+                                 WHERE g.channel = ? AND dp.paper_key = p.key
+                                   AND g.status != 'sent')
+               ORDER BY p.first_seen, p.key""",
+            [_iso(since), channel, channel],
+        )
+        return [_paper_from_row(row) for row in rows]
+
+    # ------------------------------------------------------------------ digests
+
+    def create_digest(self, digest: Digest, payload: dict[str, Any], now: datetime) -> int:
+        """Record a composed digest as pending, before anything is sent."""
+        stamp = _iso(now)
+        with self.db.atomic():
+            cursor = self.db.execute(
+                """INSERT INTO digests (channel, watchlist, status, payload, created_at,
+                                        updated_at)
+                   VALUES (?, ?, 'pending', ?, ?, ?)""",
+                [digest.channel, digest.watchlist, json.dumps(payload), stamp, stamp],
+            )
+            digest_id = int(cursor.lastrowid or 0)
+            for rank, match in enumerate(digest.matches, start=1):
+                self.db.execute(
+                    "INSERT INTO digest_papers (digest_id, paper_key, rank, score) "
+                    "VALUES (?, ?, ?, ?)",
+                    [digest_id, match.paper.key, rank, match.score],
+                )
+        return digest_id
+
+    def open_digests(self, channels: Iterable[str] | None = None) -> list[OpenDigest]:
+        rows = list(self.db.query(
+            "SELECT * FROM digests WHERE status IN ('pending', 'failed_temporary') ORDER BY id"))
+        wanted = set(channels) if channels is not None else None
+        out = []
+        for row in rows:
+            if wanted is not None and row["channel"] not in wanted:
+                continue
+            keys = tuple(r[0] for r in self.db.execute(
+                "SELECT paper_key FROM digest_papers WHERE digest_id = ? ORDER BY rank",
+                [row["id"]]))
+            out.append(OpenDigest(
+                id=row["id"], channel=row["channel"], watchlist=row["watchlist"],
+                status=row["status"], payload=json.loads(row["payload"]),
+                parts_sent=row["parts_sent"], attempts=row["attempts"], paper_keys=keys))
+        return out
+
+    def mark_part_sent(self, digest_id: int, parts_sent: int, now: datetime) -> None:
+        """A channel accepted part ``parts_sent`` of a multi-part digest."""
+        with self.db.atomic():
+            self.db.execute("UPDATE digests SET parts_sent = ?, updated_at = ? WHERE id = ?",
+                            [parts_sent, _iso(now), digest_id])
+
+    def mark_sent(self, digest_id: int, now: datetime) -> None:
+        stamp = _iso(now)
+        with self.db.atomic():
+            row = self.db.execute("SELECT channel FROM digests WHERE id = ?",
+                                  [digest_id]).fetchone()
+            self.db.execute(
+                "UPDATE digests SET status = 'sent', attempts = attempts + 1, last_error = NULL,"
+                " updated_at = ? WHERE id = ?", [stamp, digest_id])
+            self.db.execute(
+                """INSERT OR IGNORE INTO deliveries (channel, paper_key, digest_id, delivered_at)
+                   SELECT ?, paper_key, digest_id, ? FROM digest_papers WHERE digest_id = ?""",
+                [row[0], stamp, digest_id])
+
+    def mark_failed(self, digest_id: int, error: str, *, permanent: bool, now: datetime) -> None:
+        status = "failed_permanent" if permanent else "failed_temporary"
+        with self.db.atomic():
+            self.db.execute(
+                "UPDATE digests SET status = ?, attempts = attempts + 1, last_error = ?,"
+                " updated_at = ? WHERE id = ?", [status, error, _iso(now), digest_id])
+
+    def delivered_keys(self, channel: str) -> set[str]:
+        return {r[0] for r in self.db.execute(
+            "SELECT paper_key FROM deliveries WHERE channel = ?", [channel])}
+
+
+def _paper_row(paper: Paper) -> dict[str, Any]:
+    return {
+        "key": paper.key,
+        "arxiv_id": paper.arxiv_id,
+        "version": paper.version,
+        "doi": paper.doi,
+        "title": paper.title,
+        "abstract": paper.abstract,
+        "authors": json.dumps(list(paper.authors), ensure_ascii=False),
+        "url": paper.url,
+        "categories": json.dumps(list(paper.categories)),
+        "primary_category": paper.primary_category,
+        "announce_type": paper.announce_type,
+        "published": paper.published.isoformat() if paper.published else None,
+        "upvotes": paper.upvotes,
+        "comment": paper.comment,
+        "journal_ref": paper.journal_ref,
+    }
+
+
+def _paper_from_row(row: dict[str, Any]) -> Paper:
+    return Paper(
+        key=row["key"],
+        title=row["title"],
+        url=row["url"],
+        abstract=row["abstract"],
+        authors=tuple(json.loads(row["authors"])),
+        arxiv_id=row["arxiv_id"],
+        version=row["version"],
+        doi=row["doi"],
+        categories=tuple(json.loads(row["categories"])),
+        primary_category=row["primary_category"],
+        announce_type=row["announce_type"],
+        published=datetime.fromisoformat(row["published"]) if row["published"] else None,
+        upvotes=row["upvotes"],
+        comment=row["comment"],
+        journal_ref=row["journal_ref"],
+    )
