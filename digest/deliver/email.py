@@ -62,12 +62,17 @@ class EmailChannel:
             text, html = self.renderer.email(digest, subject=subject)
             message = self._message(digest, subject, text, html)
             raw = message.as_string()
-            if len(raw.encode()) <= MAX_MESSAGE_BYTES or len(digest.matches) <= 1:
+            size = len(raw.encode())
+            count = len(digest.matches)
+            if size <= MAX_MESSAGE_BYTES or count <= 1:
                 break
-            log.info("email over %d bytes; moving the lowest-ranked paper to the next digest",
-                     MAX_MESSAGE_BYTES)
+            # Shrink in proportion to the excess, then one by one; the papers left out
+            # stay candidates for the next digest.
+            keep = max(1, min(count - 1, int(count * MAX_MESSAGE_BYTES / size)))
+            log.info("email of %d papers is %d bytes, over %d; keeping the top %d", count,
+                     size, MAX_MESSAGE_BYTES, keep)
             digest = Digest(watchlist=digest.watchlist, channel=digest.channel,
-                            matches=digest.matches[:-1], created_at=digest.created_at,
+                            matches=digest.matches[:keep], created_at=digest.created_at,
                             title=digest.title)
         payload = {
             "kind": self.kind,

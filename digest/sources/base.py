@@ -54,6 +54,8 @@ def parse_xml(content: bytes, *, what: str) -> etree._Element:
         raise ParseError(f"{what}: malformed XML ({exc})") from exc
     if root is None:
         raise ParseError(f"{what}: empty document")
+    if etree.QName(root).localname.lower() == "html":
+        raise ParseError(f"{what}: got an HTML page, not a feed")
     return root
 
 

@@ -1,0 +1,124 @@
+"""Config: the example file is valid, and every problem is reported with its key path."""
+
+from pathlib import Path
+
+import pytest
+
+from digest.config import Secret, load_settings, parse_settings
+from digest.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+MINIMAL = """
+version = 1
+[[sources]]
+name = "arxiv"
+kind = "arxiv_rss"
+categories = ["cs.CL"]
+[[watchlists]]
+name = "w"
+keywords = ["LoRA"]
+channels = ["mail"]
+[channels.mail]
+kind = "email"
+from = "d@example.org"
+to = ["t@example.org"]
+"""
+
+
+def problems_of(text: str, env: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(text, path=Path("x.toml"), env=env or {})
+    return caught.value.problems
+
+
+def test_example_config_is_valid_and_complete():
+    env = {"DIGEST_SMTP_USER": "u", "DIGEST_SMTP_PASSWORD": "p",
+           "DIGEST_SLACK_WEBHOOK": "https://hooks.slack.example/T/B/x"}
+    settings = load_settings(ROOT / "config" / "digest.example.toml", env=env)
+    assert {s.kind for s in settings.sources} == {"arxiv_rss", "arxiv_api", "hf_daily", "feed"}
+    assert set(settings.channels) == {"team-email", "team-slack"}
+    assert settings.missing_secrets() == []
+
+
+def test_demo_config_is_valid():
+    settings = load_settings(ROOT / "config" / "demo.toml", env={})
+    assert len(settings.watchlists) == 3
+
+
+def test_minimal_config_gets_defaults():
+    settings = parse_settings(MINIMAL, path=Path("x.toml"), env={})
+    assert settings.store.path == Path("data/digest.db")
+    assert settings.sources[0].announce_types == ("new", "cross")
+    assert settings.http.arxiv_interval_seconds == 3.0
+    assert settings.watchlists[0].max_papers == 25
+    assert settings.channels["mail"].smtp_port == 587
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "reason"),
+    [
+        pytest.param(('keywords = ["LoRA"]', 'keywords = ["LoRA", "  "]'),
+                     "watchlists[0].keywords[1]", "empty phrase", id="empty-phrase"),
+        pytest.param(('to = ["t@example.org"]', 'to = ["t@example.org"]\nsmtp_port = 70000'),
+                     "channels.mail.smtp_port", "must be 1-65535", id="port-range"),
+        pytest.param(('kind = "arxiv_rss"', 'kind = "arxiv-rss"'), "sources[0].kind",
+                     "must be one of", id="unknown-source-kind"),
+        pytest.param(('name = "w"', 'name = "w"\nkeyword = ["x"]'), "watchlists[0].keyword",
+                     "unknown key (did you mean 'keywords'?)", id="typo-key"),
+        pytest.param(('channels = ["mail"]', 'channels = ["mial"]'),
+                     "watchlists[0].channels[0]", "no channel named 'mial'", id="bad-channel"),
+        pytest.param(('categories = ["cs.CL"]', 'categories = ["computer science"]'),
+                     "sources[0].categories[0]", "not an arXiv category", id="bad-category"),
+        pytest.param(('name = "w"', 'name = "w"\nschedule = "every day"'),
+                     "watchlists[0].schedule", "invalid cron expression", id="bad-cron"),
+        pytest.param(('name = "w"', 'name = "w"\ntimezone = "Mars/Base"'),
+                     "watchlists[0].timezone", "unknown IANA timezone", id="bad-timezone"),
+        pytest.param(("version = 1", "version = 2"), "version", "must be 1", id="version"),
+        pytest.param(('name = "w"', 'name = "w"\nmin_score = "high"'), "watchlists[0].min_score",
+                     "must be a number, got a string", id="wrong-type"),
+        pytest.param(('to = ["t@example.org"]', 'to = ["t@example.org"]\nsecurity = "tls"'),
+                     "channels.mail.security", "must be one of starttls, ssl, none",
+                     id="security"),
+        pytest.param(('keywords = ["LoRA"]', 'keywords = [{ term = "LoRA", weight = 0 }]'),
+                     "watchlists[0].keywords[0].weight", "must be > 0", id="zero-weight"),
+    ],
+)
+def test_each_problem_names_its_key_path(change, key, reason):
+    old, new = change
+    assert old in MINIMAL
+    problems = problems_of(MINIMAL.replace(old, new, 1))
+    assert any(k == key and reason in r for k, r in problems), problems
+
+
+def test_all_problems_are_reported_at_once():
+    text = MINIMAL.replace('keywords = ["LoRA"]', 'keywords = [""]').replace(
+        'to = ["t@example.org"]', 'to = ["t@example.org"]\nsmtp_port = 0')
+    keys = {k for k, _ in problems_of(text)}
+    assert {"watchlists[0].keywords[0]", "channels.mail.smtp_port"} <= keys
+
+
+def test_invalid_toml_is_a_config_error():
+    assert "not valid TOML" in problems_of("version = = 1")[0][1]
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_secrets_come_from_the_environment_and_never_show():
+    text = MINIMAL + 'username_env = "SMTP_USER"\npassword_env = "SMTP_PASS"\n'
+    settings = parse_settings(text, path=Path("x.toml"),
+                              env={"SMTP_USER": "me", "SMTP_PASS": "hunter2"})
+    channel = settings.channels["mail"]
+    assert isinstance(channel.password, Secret)
+    assert channel.password.reveal() == "hunter2"
+    assert "hunter2" not in repr(channel) and "hunter2" not in str(settings)
+
+
+def test_missing_secret_is_listed_with_its_variable():
+    text = MINIMAL + 'username_env = "SMTP_USER"\npassword_env = "SMTP_PASS"\n'
+    settings = parse_settings(text, path=Path("x.toml"), env={"SMTP_USER": "me"})
+    assert settings.missing_secrets() == [
+        ("channels.mail", "environment variable SMTP_PASS is not set")]

@@ -1,0 +1,180 @@
+"""Email channel: the MIME message, the size limit, and SMTP replies mapped to outcomes."""
+
+from __future__ import annotations
+
+import email
+import smtplib
+from datetime import UTC, datetime
+from email.policy import default as default_policy
+
+import pytest
+
+from digest.config import ChannelSettings, Secret
+from digest.deliver.email import MAX_MESSAGE_BYTES, EmailChannel
+from digest.errors import DeliveryError
+from digest.models import Digest, Match, Paper, Reason
+from digest.render import Renderer
+
+WHEN = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)
+
+
+def settings(**fields) -> ChannelSettings:
+    base = {"name": "team-email", "kind": "email", "smtp_host": "127.0.0.1", "smtp_port": 2525,
+            "security": "none", "sender": "Paper Digest <digest@example.org>",
+            "to": ("a@example.org", "b@example.org"),
+            "unsubscribe": "mailto:admin@example.org?subject=unsubscribe"}
+    return ChannelSettings(**{**base, **fields})
+
+
+def digest(count: int = 2, title: str = "LoRA paper") -> Digest:
+    matches = tuple(
+        Match(Paper(key=f"arxiv:2611.{i:05d}", arxiv_id=f"2611.{i:05d}", title=f"{title} {i}",
+                    url="https://arxiv.org/abs/x", abstract="LoRA " + "text " * 150,
+                    authors=("Ann Author",)),
+              "efficient-llms", 2.0, (Reason("term", "LoRA", "title", 2.0),))
+        for i in range(count))
+    return Digest("efficient-llms", "team-email", matches, WHEN)
+
+
+class FakeSMTP:
+    """Speaks smtplib's interface in-process; replies are scripted per test."""
+
+    instances: list[FakeSMTP] = []
+
+    def __init__(self, host, port, timeout=None, fail_send: Exception | None = None):
+        self.host, self.port = host, port
+        self.sent: list[tuple[str, list[str], bytes]] = []
+        self.fail_send = fail_send
+        self.logged_in = None
+        self.quit_called = False
+        FakeSMTP.instances.append(self)
+
+    def ehlo(self):
+        return 250, b"ok"
+
+    def starttls(self, context=None):
+        return 220, b"ready"
+
+    def login(self, user, password):
+        self.logged_in = (user, password)
+
+    def sendmail(self, sender, recipients, message):
+        if self.fail_send:
+            raise self.fail_send
+        self.sent.append((sender, recipients, message))
+        return {}
+
+    def quit(self):
+        self.quit_called = True
+
+    def close(self):
+        pass
+
+
+@pytest.fixture(autouse=True)
+def _reset():
+    FakeSMTP.instances.clear()
+
+
+def test_message_is_multipart_with_the_headers_mail_clients_need():
+    composed = EmailChannel(settings(), renderer=Renderer()).compose(digest())
+    message = email.message_from_string(composed.payload["message"], policy=default_policy)
+    assert message["Subject"] == "efficient-llms: 2 new papers (2026-11-20)"
+    assert message["From"] == "Paper Digest <digest@example.org>"
+    assert message["To"] == "a@example.org, b@example.org"
+    assert message["Date"] == "Fri, 20 Nov 2026 07:00:00 +0000"
+    assert message["Message-ID"].endswith("@example.org>")
+    assert message["List-Unsubscribe"] == "<mailto:admin@example.org?subject=unsubscribe>"
+    assert message.get_content_type() == "multipart/alternative"
+    parts = [p.get_content_type() for p in message.iter_parts()]
+    assert parts == ["text/plain", "text/html"]
+    assert "LoRA paper 0" in message.get_body(("plain",)).get_content()
+    assert "<mark>LoRA</mark>" in message.get_body(("html",)).get_content()
+
+
+def test_feed_text_never_breaks_a_header():
+    channel = EmailChannel(settings(subject="{watchlist}\r\nBcc: evil@example.org"),
+                           renderer=Renderer())
+    raw = channel.compose(digest()).payload["message"]
+    headers = raw.split("\n\n", 1)[0]
+    assert "\nBcc:" not in headers
+
+
+def test_message_stays_under_the_clipping_limit():
+    composed = EmailChannel(settings(), renderer=Renderer()).compose(digest(count=400))
+    assert len(composed.payload["message"].encode()) <= MAX_MESSAGE_BYTES
+    assert 10 < len(composed.digest.matches) < 400  # the rest waits for the next digest
+
+
+def test_one_connection_serves_every_digest_of_a_run():
+    channel = EmailChannel(settings(username_env="U", password_env="P",
+                                    username=Secret("me", "U"), password=Secret("pw", "P")),
+                           renderer=Renderer(), smtp_factory=FakeSMTP)
+    parts: list[int] = []
+    for _ in range(3):
+        channel.send(channel.compose(digest()).payload, on_part_sent=parts.append)
+    channel.close()
+    (smtp,) = FakeSMTP.instances
+    assert len(smtp.sent) == 3 and parts == [1, 1, 1]
+    assert smtp.sent[0][0] == "digest@example.org"
+    assert smtp.sent[0][1] == ["a@example.org", "b@example.org"]
+    assert smtp.logged_in == ("me", "pw") and smtp.quit_called
+
+
+@pytest.mark.parametrize(
+    ("error", "permanent", "text"),
+    [
+        pytest.param(smtplib.SMTPDataError(451, b"try again later"), False, "451 try again",
+                     id="451-temporary"),
+        pytest.param(smtplib.SMTPDataError(550, b"mailbox unavailable"), True, "550 mailbox",
+                     id="550-permanent"),
+        pytest.param(smtplib.SMTPRecipientsRefused({"a@example.org": (550, b"no such user")}),
+                     True, "all recipients refused", id="recipients-refused"),
+        pytest.param(smtplib.SMTPServerDisconnected("gone"), False, "closed the connection",
+                     id="disconnected"),
+        pytest.param(TimeoutError(), False, "timed out", id="timeout"),
+    ],
+)
+def test_smtp_failures_are_classified(error, permanent, text):
+    def factory(host, port, timeout=None):
+        return FakeSMTP(host, port, timeout, fail_send=error)
+
+    channel = EmailChannel(settings(), renderer=Renderer(), smtp_factory=factory)
+    with pytest.raises(DeliveryError, match=text) as caught:
+        channel.send(channel.compose(digest()).payload)
+    assert caught.value.permanent is permanent
+
+
+def test_an_already_accepted_message_is_not_sent_again():
+    channel = EmailChannel(settings(), renderer=Renderer(), smtp_factory=FakeSMTP)
+    channel.send(channel.compose(digest()).payload, parts_sent=1)
+    assert FakeSMTP.instances == []
+
+
+# ----------------------------------------------------------------- a real SMTP server
+
+
+@pytest.mark.integration
+def test_real_smtp_server_receives_the_digest(smtp_server):
+    inbox, port = smtp_server
+    channel = EmailChannel(settings(smtp_port=port), renderer=Renderer())
+    channel.send(channel.compose(digest()).payload)
+    channel.send(channel.compose(digest(title="Second")).payload)
+    channel.close()
+    assert len(inbox.messages) == 2
+    sender, recipients, content = inbox.messages[0]
+    assert sender == "digest@example.org"
+    assert recipients == ["a@example.org", "b@example.org"]
+    message = email.message_from_bytes(content, policy=default_policy)
+    assert "LoRA paper 1" in message.get_body(("plain",)).get_content()
+
+
+@pytest.mark.integration
+def test_connection_refused_is_a_temporary_failure():
+    from conftest import free_port
+
+    channel = EmailChannel(settings(smtp_port=free_port(), timeout_seconds=2),
+                           renderer=Renderer())
+    with pytest.raises(DeliveryError, match="connection refused") as caught:
+        channel.send(channel.compose(digest()).payload)
+    assert not caught.value.permanent

@@ -1,0 +1,137 @@
+"""The store, on a real SQLite file: identity, merging, and delivery facts."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from digest.errors import LockedError
+from digest.models import Digest, Match, Paper
+from digest.sources.base import SourceState
+from digest.store import Store
+
+NOW = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)
+
+
+def paper(arxiv_id: str, **fields) -> Paper:
+    base = {"key": f"arxiv:{arxiv_id}", "title": f"Paper {arxiv_id}",
+            "url": f"https://arxiv.org/abs/{arxiv_id}", "arxiv_id": arxiv_id}
+    return Paper(**{**base, **fields})
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store.open(tmp_path / "sub" / "digest.db") as opened:
+        yield opened
+
+
+def test_open_creates_the_file_and_schema(tmp_path):
+    path = tmp_path / "new" / "digest.db"
+    Store.open(path).close()
+    assert path.exists()
+    with Store.open(path) as again:  # reopening migrates nothing twice
+        assert again.db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert again.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_same_paper_from_two_sources_is_stored_once_with_both_facts(store):
+    rss = paper("2611.04001", version=1, categories=("cs.CL", "cs.LG"), announce_type="new",
+                abstract="From arXiv.")
+    hf = paper("2611.04001", upvotes=120, abstract="From HF.", title="Paper 2611.04001")
+    assert store.record_batch("arxiv", [rss], SourceState(), NOW) == (1, 0)
+    assert store.record_batch("hf", [hf], SourceState(), NOW) == (0, 1)
+    merged = store.paper("arxiv:2611.04001")
+    assert merged.categories == ("cs.CL", "cs.LG")
+    assert merged.upvotes == 120
+    assert merged.abstract == "From arXiv."  # a later sighting does not overwrite facts
+    assert merged.announce_type == "new"
+    assert store.sources_of("arxiv:2611.04001") == ["arxiv", "hf"]
+    assert store.papers_count() == 1
+
+
+def test_a_new_version_updates_the_paper_not_a_new_paper(store):
+    store.record_batch("arxiv", [paper("2611.1", version=1, abstract="old")], SourceState(), NOW)
+    new, known = store.record_batch(
+        "arxiv", [paper("2611.1", version=2, abstract="new", announce_type="replace")],
+        SourceState(), NOW + timedelta(days=1))
+    assert (new, known) == (0, 1)
+    stored = store.paper("arxiv:2611.1")
+    assert stored.version == 2 and stored.abstract == "new"
+
+
+def test_a_batch_is_all_or_nothing(store):
+    def papers():
+        yield paper("2611.00001")
+        raise RuntimeError("source died mid-way")
+
+    with pytest.raises(RuntimeError):
+        store.record_batch("arxiv", papers(), SourceState(etag='"x"'), NOW)
+    assert store.papers_count() == 0
+    assert store.source_state("arxiv") == SourceState()
+
+
+def test_source_state_is_kept_with_its_papers(store):
+    store.record_batch("feed", [], SourceState(etag='"v2"', last_modified="Mon"), NOW)
+    assert store.source_state("feed") == SourceState(etag='"v2"', last_modified="Mon")
+    store.record_source_error("feed", "HTTP 500", NOW)
+    row = store.db.execute("SELECT consecutive_failures, last_error FROM source_state").fetchone()
+    assert row == (1, "HTTP 500")
+    assert store.source_state("feed").etag == '"v2"'
+
+
+def _digest(store, channel, *keys):
+    matches = tuple(Match(paper=store.paper(k), watchlist="w", score=1.0, reasons=())
+                    for k in keys)
+    digest = Digest(watchlist="w", channel=channel, matches=matches, created_at=NOW)
+    return store.create_digest(digest, {"kind": "test"}, NOW)
+
+
+def test_delivery_is_recorded_only_when_marked_sent(store):
+    store.record_batch("arxiv", [paper("2611.1"), paper("2611.2")], SourceState(), NOW)
+    since = NOW - timedelta(days=7)
+    assert len(store.candidates("mail", since)) == 2
+    digest_id = _digest(store, "mail", "arxiv:2611.1")
+    # queued for mail: no longer a candidate there, still one for another channel
+    assert [p.key for p in store.candidates("mail", since)] == ["arxiv:2611.2"]
+    assert len(store.candidates("slack", since)) == 2
+    assert store.delivered_keys("mail") == set()
+    (open_digest,) = store.open_digests()
+    assert open_digest.paper_keys == ("arxiv:2611.1",) and open_digest.status == "pending"
+    store.mark_sent(digest_id, NOW)
+    assert store.delivered_keys("mail") == {"arxiv:2611.1"}
+    assert store.open_digests() == []
+    assert [p.key for p in store.candidates("mail", since)] == ["arxiv:2611.2"]
+
+
+def test_temporary_failures_stay_open_and_permanent_ones_close(store):
+    store.record_batch("arxiv", [paper("2611.1"), paper("2611.2")], SourceState(), NOW)
+    temporary = _digest(store, "mail", "arxiv:2611.1")
+    permanent = _digest(store, "slack", "arxiv:2611.2")
+    store.mark_failed(temporary, "421 try later", permanent=False, now=NOW)
+    store.mark_failed(permanent, "hook gone", permanent=True, now=NOW)
+    (still_open,) = store.open_digests()
+    assert still_open.id == temporary and still_open.attempts == 1
+    assert store.delivered_keys("slack") == set()
+
+
+def test_parts_sent_survive_for_resuming(store):
+    store.record_batch("arxiv", [paper("2611.1")], SourceState(), NOW)
+    digest_id = _digest(store, "slack", "arxiv:2611.1")
+    store.mark_part_sent(digest_id, 2, NOW)
+    assert store.open_digests(["slack"])[0].parts_sent == 2
+    assert store.open_digests(["mail"]) == []
+
+
+def test_lookback_bounds_the_candidates(store):
+    store.record_batch("arxiv", [paper("2611.1")], SourceState(), NOW - timedelta(days=30))
+    store.record_batch("arxiv", [paper("2611.2")], SourceState(), NOW)
+    assert [p.key for p in store.candidates("mail", NOW - timedelta(days=7))] == ["arxiv:2611.2"]
+
+
+def test_run_lock_is_exclusive(tmp_path):
+    with Store.open(tmp_path / "d.db") as first, Store.open(tmp_path / "d.db") as second:
+        with first.run_lock():
+            with pytest.raises(LockedError, match="another paper-digest run"):
+                with second.run_lock():
+                    pass
+        with second.run_lock():  # released when the first run ends
+            pass
