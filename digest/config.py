@@ -22,6 +22,15 @@ SOURCE_KINDS = ("arxiv_rss", "arxiv_api", "hf_daily", "feed")
 CHANNEL_KINDS = ("email", "slack")
 ANNOUNCE_TYPES = ("new", "cross", "replace", "replace-cross")
 ARXIV_API_MAX_RESULTS = 2000  # arXiv's documented ceiling for one call
+# Every key a config file may hold, by table; the docs test checks each is documented.
+TOP_KEYS = ("version", "store", "http", "schedule", "sources", "watchlists", "channels")
+STORE_KEYS = ("path", "lookback_days")
+HTTP_KEYS = ("contact", "timeout_seconds", "max_retries", "retry_backoff_seconds",
+             "max_retry_after_seconds", "max_body_mb", "arxiv_interval_seconds",
+             "interval_seconds")
+SCHEDULE_KEYS = ("cron", "timezone")
+WATCHLIST_KEYS = ("name", "channels", "keywords", "exclude", "authors", "categories",
+                  "min_score", "max_papers", "schedule", "timezone")
 _CATEGORY = re.compile(r"^[a-z\-]+(\.[A-Za-z\-]+)?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -327,7 +336,7 @@ def _date(value: str) -> str | None:
 
 def _read_store(reader: _Reader, raw: Any) -> StoreSettings:
     table = reader.table(raw, "store")
-    reader.known_keys(table, ("path", "lookback_days"), "store")
+    reader.known_keys(table, STORE_KEYS, "store")
     d = StoreSettings()
     path = reader.value(table, "path", "store", str, default=str(d.path))
     return StoreSettings(
@@ -340,10 +349,7 @@ def _read_store(reader: _Reader, raw: Any) -> StoreSettings:
 def _read_http(reader: _Reader, raw: Any) -> HttpSettings:
     table = reader.table(raw, "http")
     d = HttpSettings()
-    names = ("contact", "timeout_seconds", "max_retries", "retry_backoff_seconds",
-             "max_retry_after_seconds", "max_body_mb", "arxiv_interval_seconds",
-             "interval_seconds")
-    reader.known_keys(table, names, "http")
+    reader.known_keys(table, HTTP_KEYS, "http")
     return HttpSettings(
         contact=reader.value(table, "contact", "http", str, d.contact),
         timeout_seconds=reader.value(table, "timeout_seconds", "http", float,
@@ -365,7 +371,7 @@ def _read_http(reader: _Reader, raw: Any) -> HttpSettings:
 
 def _read_schedule(reader: _Reader, raw: Any) -> ScheduleSettings:
     table = reader.table(raw, "schedule")
-    reader.known_keys(table, ("cron", "timezone"), "schedule")
+    reader.known_keys(table, SCHEDULE_KEYS, "schedule")
     d = ScheduleSettings()
     return ScheduleSettings(
         cron=reader.value(table, "cron", "schedule", str, d.cron, _cron),
@@ -373,7 +379,7 @@ def _read_schedule(reader: _Reader, raw: Any) -> ScheduleSettings:
     )
 
 
-_SOURCE_KEYS: dict[str, tuple[str, ...]] = {
+SOURCE_KEYS: dict[str, tuple[str, ...]] = {
     "arxiv_rss": ("categories", "announce_types", "url"),
     "arxiv_api": ("query", "max_results", "page_size", "sort_by", "url"),
     "hf_daily": ("date", "url"),
@@ -397,7 +403,7 @@ def _read_sources(reader: _Reader, raw: Any) -> tuple[SourceSettings, ...]:
             continue
         name = reader.value(table, "name", path, str, check=_name)
         kind = reader.value(table, "kind", path, str, check=_one_of(SOURCE_KINDS))
-        allowed = ("name", "kind", "enabled") + _SOURCE_KEYS.get(kind or "", ())
+        allowed = ("name", "kind", "enabled") + SOURCE_KEYS.get(kind or "", ())
         if kind:
             reader.known_keys(table, allowed, path)
         if name in seen:
@@ -468,8 +474,6 @@ def _read_watchlists(reader: _Reader, raw: Any) -> tuple[WatchlistSettings, ...]
     if not isinstance(raw, list):
         reader.problem("watchlists", "must be an array of tables ([[watchlists]])")
         return ()
-    allowed = ("name", "channels", "keywords", "exclude", "authors", "categories", "min_score",
-               "max_papers", "schedule", "timezone")
     watchlists: list[WatchlistSettings] = []
     seen: set[str] = set()
     d = WatchlistSettings(name="", channels=())
@@ -478,7 +482,7 @@ def _read_watchlists(reader: _Reader, raw: Any) -> tuple[WatchlistSettings, ...]
         table = reader.table(entry, path)
         if not table:
             continue
-        reader.known_keys(table, allowed, path)
+        reader.known_keys(table, WATCHLIST_KEYS, path)
         name = reader.value(table, "name", path, str, check=_name)
         if name in seen:
             reader.problem(f"{path}.name", f"duplicate watchlist name '{name}'")
@@ -505,7 +509,7 @@ def _read_watchlists(reader: _Reader, raw: Any) -> tuple[WatchlistSettings, ...]
     return tuple(watchlists)
 
 
-_CHANNEL_KEYS = {
+CHANNEL_KEYS: dict[str, tuple[str, ...]] = {
     "email": ("smtp_host", "smtp_port", "security", "username_env", "password_env", "from",
               "to", "subject", "unsubscribe", "timeout_seconds"),
     "slack": ("webhook_url_env", "timeout_seconds"),
@@ -527,7 +531,7 @@ def _read_channels(
             continue
         kind = reader.value(table, "kind", path, str, check=_one_of(CHANNEL_KINDS))
         if kind:
-            reader.known_keys(table, ("kind",) + _CHANNEL_KEYS[kind], path)
+            reader.known_keys(table, ("kind",) + CHANNEL_KEYS[kind], path)
         username_env = reader.value(table, "username_env", path, str, None, _env_name)
         password_env = reader.value(table, "password_env", path, str, None, _env_name)
         webhook_env = reader.value(table, "webhook_url_env", path, str,
@@ -589,8 +593,7 @@ def parse_settings(
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([("", f"not valid TOML: {exc}")], path=str(path)) from exc
     reader = _Reader()
-    reader.known_keys(data, ("version", "store", "http", "schedule", "sources", "watchlists",
-                             "channels"), "")
+    reader.known_keys(data, TOP_KEYS, "")
     version = data.get("version", _MISSING)
     if version is _MISSING:
         reader.problem("version", f"is required (write version = {CONFIG_VERSION})")

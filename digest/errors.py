@@ -62,7 +62,9 @@ class DeliveryError(DigestError):
     an SMTP 5xx reply); temporary failures are retried on the next run.
     """
 
-    def __init__(self, message: str, *, channel: str | None = None, permanent: bool = False) -> None:
+    def __init__(
+        self, message: str, *, channel: str | None = None, permanent: bool = False
+    ) -> None:
         self.channel = channel
         self.permanent = permanent
         super().__init__(message)

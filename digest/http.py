@@ -197,7 +197,7 @@ class Fetcher:
             wait: float | None = None
             try:
                 with self.client.stream("GET", url, params=params, headers=headers) as response:
-                    if response.status_code in (200, 203) :
+                    if response.status_code in (200, 203):
                         content = self._read_limited(response, url, source)
                         return Fetched(
                             url=str(response.url),
@@ -217,7 +217,8 @@ class Fetcher:
                                          status=response.status_code, attempts=attempt)
                     wait = parse_retry_after(response.headers.get("Retry-After"))
             except httpx.TimeoutException as exc:
-                last_problem = f"timed out after {self.settings.timeout_seconds:g} s ({type(exc).__name__})"
+                last_problem = (f"timed out after {self.settings.timeout_seconds:g} s "
+                                f"({type(exc).__name__})")
             except httpx.TransportError as exc:
                 last_problem = f"{type(exc).__name__}: {exc}"
             except httpx.InvalidURL as exc:

@@ -23,8 +23,8 @@ from digest.deliver.slack import SlackChannel
 from digest.errors import ConfigError, DeliveryError, DigestError
 from digest.http import Fetcher
 from digest.models import (
-    Digest,
     DeliveryReport,
+    Digest,
     RunReport,
     SourceReport,
     WatchlistReport,

@@ -29,12 +29,14 @@ def test_current_format_response(real):
 
 
 def test_fifty_entry_response(real):
-    papers, _ = arxiv_api.parse(real("arxiv_api_query_cs.AI_OR_cs.LG_50entries_2026-07-13.atom.xml"))
+    body = real("arxiv_api_query_cs.AI_OR_cs.LG_50entries_2026-07-13.atom.xml")
+    papers, _ = arxiv_api.parse(body)
     assert len(papers) == 50 and sum(1 for p in papers if p.comment) == 19
 
 
 def test_legacy_format_response(real):
-    papers, total = arxiv_api.parse(real("arxiv_api_query_legacy_format_id_list_2020-09-04.atom.xml"))
+    body = real("arxiv_api_query_legacy_format_id_list_2020-09-04.atom.xml")
+    papers, total = arxiv_api.parse(body)
     assert total == 1
     (paper,) = papers
     assert paper.key == "arxiv:1601.00001"

@@ -1,0 +1,140 @@
+"""The command line: help that teaches, check's report, exit statuses, and docs that match."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from digest import config
+from digest.cli import _parser, main
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMANDS = ("run", "serve", "check")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_command_has_help_with_an_example(command, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert "example:" in out and f"paper-digest {command}" in out and "--config" in out
+
+
+def test_top_level_help_lists_commands_and_exit_statuses(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in COMMANDS:
+        assert command in out
+    assert "exit status" in out
+
+
+def test_check_reports_every_problem_with_its_key_path(tmp_path, capsys):
+    path = tmp_path / "bad.toml"
+    path.write_text("""version = 1
+[[sources]]
+name = "a"
+kind = "arxiv_rss"
+categories = ["cs.CL"]
+[[watchlists]]
+name = "w0"
+keywords = ["x"]
+channels = ["team-email"]
+[[watchlists]]
+name = "w1"
+keywords = ["x"]
+channels = ["team-email"]
+[[watchlists]]
+name = "w2"
+keywords = ["", "ok"]
+channels = ["team-email"]
+[channels.team-email]
+kind = "email"
+from = "a@example.org"
+to = ["b@example.org"]
+smtp_port = 0
+""")
+    assert main(["check", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "2 problems" in err
+    assert "watchlists[2].keywords[0]: empty phrase" in err
+    assert "channels.team-email.smtp_port: must be 1-65535" in err
+
+
+def test_check_accepts_a_good_config_and_names_missing_secrets(tmp_path, capsys, monkeypatch):
+    example = ROOT / "config" / "digest.example.toml"
+    for name in ("DIGEST_SMTP_USER", "DIGEST_SMTP_PASSWORD", "DIGEST_SLACK_WEBHOOK"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["check", "--config", str(example)]) == 2
+    assert "environment variable DIGEST_SLACK_WEBHOOK is not set" in capsys.readouterr().err
+    monkeypatch.setenv("DIGEST_SMTP_USER", "me")
+    monkeypatch.setenv("DIGEST_SMTP_PASSWORD", "secret-password")
+    monkeypatch.setenv("DIGEST_SLACK_WEBHOOK", "https://hooks.slack.example/T/B/secret-token")
+    assert main(["check", "--config", str(example)]) == 0
+    captured = capsys.readouterr()
+    assert "ok (4 sources, 1 watchlists, 2 channels)" in captured.out
+    assert "secret" not in captured.out + captured.err
+
+
+def test_missing_config_file_is_exit_2(tmp_path, capsys):
+    assert main(["run", "--once", "--config", str(tmp_path / "none.toml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+
+
+def test_python_dash_m_runs_the_same_command():
+    result = subprocess.run([sys.executable, "-m", "digest", "--version"], capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.startswith("paper-digest ")
+
+
+# ------------------------------------------------------------------ docs match the code
+
+
+def documented_keys() -> set[str]:
+    text = (ROOT / "config" / "digest.example.toml").read_text()
+    keys = set(re.findall(r"^\s*#?\s*([a-z_]+)\s*=", text, flags=re.MULTILINE))
+    keys |= set(re.findall(r"^\s*\[+([a-z_]+)", text, flags=re.MULTILINE))
+    return keys
+
+
+def test_every_config_key_is_documented_in_the_example():
+    every = set(config.TOP_KEYS) | set(config.STORE_KEYS) | set(config.HTTP_KEYS) | set(
+        config.SCHEDULE_KEYS) | set(config.WATCHLIST_KEYS) | {"name", "kind", "enabled"}
+    for keys in (*config.SOURCE_KEYS.values(), *config.CHANNEL_KEYS.values()):
+        every |= set(keys)
+    missing = every - documented_keys()
+    assert not missing, f"not in config/digest.example.toml: {sorted(missing)}"
+
+
+def test_every_source_and_channel_kind_is_documented():
+    example = (ROOT / "config" / "digest.example.toml").read_text()
+    readme = (ROOT / "README.md").read_text()
+    for kind in (*config.SOURCE_KINDS, *config.CHANNEL_KINDS):
+        assert f'kind = "{kind}"' in example
+        assert f"`{kind}`" in readme or f"**{kind}**" in readme
+
+
+def test_every_command_and_option_is_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    assert readme.index("make demo") < readme.index("## Using it")
+    assert readme.index("make test") < readme.index("## Using it")
+    subparsers = next(a for a in _parser()._actions if a.dest == "command")
+    for name, sub in subparsers.choices.items():
+        assert f"paper-digest {name}" in readme
+        for action in sub._actions:
+            long = [o for o in action.option_strings if o.startswith("--")]
+            if long and long[0] not in ("--help", "--verbose", "--config"):
+                assert long[0] in readme, f"{name} {long[0]} not in README"
+
+
+def test_registries_match_the_config_kinds():
+    from digest.deliver import CHANNELS
+    from digest.sources import SOURCES
+
+    assert set(SOURCES) == set(config.SOURCE_KINDS)
+    assert set(CHANNELS) == set(config.CHANNEL_KINDS)
