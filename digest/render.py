@@ -34,7 +34,7 @@ class PaperView:
     url: str
     authors: str
     categories: str
-    announce_type: str
+    meta: tuple[str, ...]
     abstract: str
     abstract_html: Markup
     reasons: tuple[str, ...]
@@ -69,7 +69,29 @@ def format_authors(authors: tuple[str, ...], limit: int = 8) -> str:
 
 
 def describe_reasons(match: Match) -> tuple[str, ...]:
-    return tuple(r.describe() for r in match.reasons)
+    """One phrase per term, author or category: '"LoRA" in title and abstract'."""
+    fields: dict[str, list[str]] = {}
+    others: list[str] = []
+    for reason in match.reasons:
+        if reason.kind == "term":
+            fields.setdefault(reason.value, []).append(reason.field)
+        else:
+            others.append(reason.describe())
+    terms = [f'"{term}" in {" and ".join(where)}' for term, where in fields.items()]
+    return tuple(terms + others)
+
+
+def paper_meta(categories: tuple[str, ...], announce_type: str | None,
+               upvotes: int | None) -> tuple[str, ...]:
+    """The small facts under a title: categories, a non-new announce type, upvotes."""
+    parts = []
+    if categories:
+        parts.append(", ".join(categories))
+    if announce_type and announce_type != "new":
+        parts.append(announce_type)
+    if upvotes:
+        parts.append(f"▲ {upvotes} upvotes on Hugging Face")
+    return tuple(parts)
 
 
 def paper_views(digest: Digest) -> list[PaperView]:
@@ -85,7 +107,7 @@ def paper_views(digest: Digest) -> list[PaperView]:
             url=paper.abs_url,
             authors=format_authors(paper.authors),
             categories=", ".join(paper.categories),
-            announce_type=paper.announce_type or "",
+            meta=paper_meta(paper.categories, paper.announce_type, paper.upvotes),
             abstract=abstract,
             abstract_html=highlight(abstract, terms),
             reasons=describe_reasons(match),
@@ -147,8 +169,7 @@ def slack_messages(digest: Digest) -> list[dict[str, Any]]:
     heading = f"{digest.watchlist}: {len(views)} new paper{'s' if len(views) != 1 else ''}"
     paper_blocks: list[list[dict[str, Any]]] = []
     for view in views:
-        meta = " · ".join(x for x in (view.authors, view.categories,
-                                      f"▲ {view.upvotes}" if view.upvotes else "") if x)
+        meta = " · ".join(x for x in (view.authors, *view.meta) if x)
         body = (f"*{view.rank}. <{_slack_url(view.url)}|{slack_escape(view.title)}>*\n"
                 f"{slack_escape(meta)}\n{slack_escape(trim(view.abstract, SLACK_ABSTRACT_CHARS))}")
         why = "Why: " + "; ".join(view.reasons)
