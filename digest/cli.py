@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -84,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"paper-digest: {exc}", file=sys.stderr)
         return EXIT_LOCKED
     except DigestError as exc:
-        print(f"paper-digest: {exc}", file=sys.stderr)
+        print(f"paper-digest: {printable(str(exc))}", file=sys.stderr)
         return EXIT_PARTIAL
 
 
@@ -126,11 +127,20 @@ def _serve(settings: Settings) -> int:
     return EXIT_OK
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str, limit: int = 500) -> str:
+    """Error text can quote a feed: no terminal control sequences, no endless lines."""
+    text = _CONTROL.sub("?", " ".join(text.split()))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def format_report(report: RunReport, *, outbox: Path | None = None) -> str:
     lines = ["sources:"]
     for s in report.sources:
         if s.error:
-            lines.append(f"  {s.name}: FAILED {s.error}")
+            lines.append(f"  {s.name}: FAILED {printable(s.error)}")
         elif s.not_modified:
             lines.append(f"  {s.name}: not modified since last run")
         else:
@@ -147,7 +157,7 @@ def format_report(report: RunReport, *, outbox: Path | None = None) -> str:
     for d in report.deliveries:
         again = " (recorded earlier, sent again)" if d.resent else ""
         where = f" -> {d.location}" if d.location else ""
-        error = f": {d.error}" if d.error else ""
+        error = f": {printable(d.error)}" if d.error else ""
         lines.append(f"  {d.watchlist} -> {d.channel}: {d.papers} papers, {d.status}{again}"
                      f"{where}{error}")
     total_new = report.new_papers

@@ -17,6 +17,8 @@ from digest.models import Digest, Match
 from digest.scoring import highlight_spans
 
 ABSTRACT_CHARS = 600  # abstracts are trimmed to this many characters in digests
+TITLE_CHARS = 300  # a title longer than any real one is cut, so it cannot swamp a digest
+AUTHORS_CHARS = 300
 SLACK_ABSTRACT_CHARS = 280
 
 
@@ -63,9 +65,10 @@ def highlight(text: str, terms: tuple[str, ...]) -> Markup:
 
 
 def format_authors(authors: tuple[str, ...], limit: int = 8) -> str:
-    if len(authors) <= limit:
-        return ", ".join(authors)
-    return ", ".join(authors[:limit]) + f" and {len(authors) - limit} more"
+    shown = ", ".join(authors[:limit])
+    if len(authors) > limit:
+        shown += f" and {len(authors) - limit} more"
+    return trim(shown, AUTHORS_CHARS)
 
 
 def describe_reasons(match: Match) -> tuple[str, ...]:
@@ -99,11 +102,12 @@ def paper_views(digest: Digest) -> list[PaperView]:
     for rank, match in enumerate(digest.matches, start=1):
         paper = match.paper
         terms = match.matched_terms
+        title = trim(paper.title, TITLE_CHARS)
         abstract = trim(paper.abstract, ABSTRACT_CHARS)
         views.append(PaperView(
             rank=rank,
-            title=paper.title,
-            title_html=highlight(paper.title, terms),
+            title=title,
+            title_html=highlight(title, terms),
             url=paper.abs_url,
             authors=format_authors(paper.authors),
             categories=", ".join(paper.categories),
@@ -150,9 +154,20 @@ SLACK_MAX_SECTION_CHARS = 3000
 SLACK_MAX_TEXT_CHARS = 3000
 
 
+# mrkdwn has no escape for its formatting characters, so feed text gets look-alikes:
+# a title can then never turn bold, italic, struck-through or into code.
+_SLACK_FORMATTING = str.maketrans({"*": "\u2217", "_": "\uff3f", "~": "\u223c",
+                                   "`": "\u02cb"})
+
+
 def slack_escape(text: str) -> str:
     """Slack's mrkdwn treats &, < and > as control characters; escape exactly those."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def slack_text(text: str) -> str:
+    """Feed text shown as text in mrkdwn: escaped, and unable to format or mention."""
+    return slack_escape(text).translate(_SLACK_FORMATTING)
 
 
 def _slack_url(url: str) -> str:
@@ -170,15 +185,15 @@ def slack_messages(digest: Digest) -> list[dict[str, Any]]:
     paper_blocks: list[list[dict[str, Any]]] = []
     for view in views:
         meta = " · ".join(x for x in (view.authors, *view.meta) if x)
-        body = (f"*{view.rank}. <{_slack_url(view.url)}|{slack_escape(view.title)}>*\n"
-                f"{slack_escape(meta)}\n{slack_escape(trim(view.abstract, SLACK_ABSTRACT_CHARS))}")
+        body = (f"*{view.rank}. <{_slack_url(view.url)}|{slack_text(view.title)}>*\n"
+                f"{slack_text(meta)}\n{slack_text(trim(view.abstract, SLACK_ABSTRACT_CHARS))}")
         why = "Why: " + "; ".join(view.reasons)
         paper_blocks.append([
             {"type": "section",
              "text": {"type": "mrkdwn", "text": _clip(body, SLACK_MAX_SECTION_CHARS)}},
             {"type": "context",
              "elements": [{"type": "mrkdwn",
-                           "text": _clip(slack_escape(why), SLACK_MAX_TEXT_CHARS)}]},
+                           "text": _clip(slack_text(why), SLACK_MAX_TEXT_CHARS)}]},
         ])
     messages: list[list[dict[str, Any]]] = [[]]
     for blocks in paper_blocks:

@@ -1,6 +1,7 @@
 """arXiv RSS listings: real captured feeds and the announce-type filter."""
 
 from collections import Counter
+from pathlib import Path
 
 import httpx
 import pytest
@@ -115,3 +116,44 @@ def test_source_keeps_only_the_announce_types_asked_for(real):
         name="q", kind="arxiv_rss", categories=("quant-ph",),
         announce_types=("new", "cross", "replace", "replace-cross")))
     assert len(everything.fetch(fetcher, SourceState()).papers) == 81
+
+
+SAMPLE = (Path(__file__).resolve().parent.parent / "config" / "sample-data"
+          / "arxiv_rss_cs.CL+cs.LG.xml").read_bytes()
+
+
+def test_invalid_utf8_bytes_are_replaced_not_fatal():
+    papers = arxiv_rss.parse(SAMPLE.replace(b"Mei Lin", b"Mei L\xffn"))
+    assert len(papers) == 26 and papers[0].authors[0] == "Mei L\ufffdn"
+
+
+def test_utf8_mislabelled_as_latin1_is_read_as_utf8():
+    papers = arxiv_rss.parse(SAMPLE.replace(b"encoding='UTF-8'", b"encoding='ISO-8859-1'"))
+    assert "Jörg Müller" in {a for p in papers for a in p.authors}
+
+
+def test_real_latin1_is_decoded_by_its_declaration():
+    latin1 = SAMPLE.decode().encode("latin-1", errors="replace").replace(
+        b"encoding='UTF-8'", b"encoding='ISO-8859-1'")
+    assert "Jörg Müller" in {a for p in arxiv_rss.parse(latin1) for a in p.authors}
+
+
+def test_latin1_without_a_declaration_loses_only_the_bad_bytes():
+    undeclared = SAMPLE.split(b"\n", 1)[1].decode().encode("latin-1", errors="replace")
+    papers = arxiv_rss.parse(undeclared)
+    assert len(papers) == 26
+    assert "J\ufffdrg M\ufffdller" in {a for p in papers for a in p.authors}
+
+
+def test_truncated_listing_is_a_parse_error():
+    with pytest.raises(ParseError, match="malformed XML"):
+        arxiv_rss.parse(SAMPLE[: len(SAMPLE) // 2])
+
+
+def test_entity_bomb_is_refused_before_parsing():
+    levels = [b'<!ENTITY lol0 "lol">'] + [
+        b'<!ENTITY lol%d "%s">' % (i, b"&lol%d;" % (i - 1) * 10) for i in range(1, 10)]
+    bomb = (b'<?xml version="1.0"?><!DOCTYPE lolz [' + b"".join(levels)
+            + b"]><rss><channel><title>&lol9;</title></channel></rss>")
+    with pytest.raises(ParseError, match="refused"):
+        arxiv_rss.parse(bomb)

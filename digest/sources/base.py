@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import logging
 import re
 from dataclasses import dataclass, field
 
@@ -11,7 +12,12 @@ from lxml import etree
 from digest.errors import ParseError
 from digest.models import Paper
 
+log = logging.getLogger(__name__)
+
 _DOCTYPE_ENTITY = re.compile(rb"<!ENTITY", re.IGNORECASE)
+_XML_DECLARATION = re.compile(
+    rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._\-]+)["']""")
+_LATIN1_NAMES = {"iso-8859-1", "latin-1", "latin1", "iso8859-1", "windows-1252", "cp1252"}
 _TAG = re.compile(r"<[^>]+>")
 # The few TeX accent commands that arXiv metadata uses in names, e.g. R\'emy.
 _TEX_ACCENTS = {"'": "\u0301", "`": "\u0300", '"': "\u0308", "^": "\u0302", "~": "\u0303",
@@ -37,12 +43,44 @@ class Batch:
     skipped: int = 0  # entries the source's settings leave out (e.g. replacements)
 
 
-def parse_xml(content: bytes, *, what: str) -> etree._Element:
-    """Parse untrusted XML: no DTDs, no entity expansion, no network, no huge trees."""
+def _declared_encoding(content: bytes) -> str | None:
+    match = _XML_DECLARATION.match(content)
+    return match.group(1).decode("ascii").lower() if match else None
+
+
+def prepare_xml(content: bytes, *, what: str) -> bytes:
+    """Check untrusted XML before any parser sees it, and mend what is safe to mend.
+
+    Entity declarations are refused outright (entity bombs, external entities). Bytes
+    that are not valid UTF-8 in a UTF-8 document become U+FFFD rather than losing the
+    whole feed, and UTF-8 mislabelled as Latin-1 is read as the UTF-8 it is.
+    """
     if not content.strip():
         raise ParseError(f"{what}: empty response")
     if _DOCTYPE_ENTITY.search(content[:65536]):
         raise ParseError(f"{what}: XML declares entities; refused (possible entity bomb)")
+    declared = _declared_encoding(content)
+    if declared in (None, "utf-8", "utf8"):
+        try:
+            content.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            log.warning("%s: invalid UTF-8 at byte %d; replacing bad bytes", what, exc.start)
+            content = content.decode("utf-8", errors="replace").encode("utf-8")
+    elif declared in _LATIN1_NAMES and max(content, default=0) >= 0x80:
+        try:
+            text = content.decode("utf-8")
+        except UnicodeDecodeError:
+            pass  # really Latin-1: the declaration is right
+        else:
+            log.warning("%s: declared %s but is UTF-8; reading it as UTF-8", what, declared)
+            content = _XML_DECLARATION.sub(b'<?xml version="1.0" encoding="utf-8"',
+                                           text.encode("utf-8"), count=1)
+    return content
+
+
+def parse_xml(content: bytes, *, what: str) -> etree._Element:
+    """Parse untrusted XML: no DTDs, no entity expansion, no network, no huge trees."""
+    content = prepare_xml(content, what=what)
     parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
                              huge_tree=False, remove_comments=True)
     try:

@@ -16,13 +16,21 @@ from digest.config import SourceSettings
 from digest.errors import ParseError
 from digest.http import Fetcher
 from digest.models import Paper, normalise_doi, paper_key, parse_arxiv_id
-from digest.sources.base import Batch, SourceState, clean_text, parse_xml, strip_html
+from digest.sources.base import (
+    Batch,
+    SourceState,
+    clean_text,
+    parse_xml,
+    prepare_xml,
+    strip_html,
+)
 
 
 def parse(content: bytes, *, source: str = "feed") -> list[Paper]:
     if content.lstrip()[:1] == b"{":
         return parse_json_feed(content, source=source)
     # feedparser does not refuse entity declarations; check the XML safely first.
+    content = prepare_xml(content, what="feed")
     parse_xml(content, what="feed")
     parsed = feedparser.parse(content)
     if parsed.bozo and not parsed.entries:
@@ -70,7 +78,7 @@ def _entry(entry: Any, source: str) -> Paper:
 
 def parse_json_feed(content: bytes, *, source: str = "feed") -> list[Paper]:
     try:
-        data = json.loads(content)
+        data = json.loads(content.decode("utf-8", errors="replace"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ParseError(f"JSON Feed: not JSON ({exc})") from exc
     if not isinstance(data, dict) or not str(data.get("version", "")).startswith(

@@ -27,7 +27,7 @@ def _day(entry: dict[str, Any]) -> str:
 def parse(content: bytes, *, date: str = "latest", source: str = "hf_daily") -> list[Paper]:
     """Papers of the given day ('latest': the newest day present in the response)."""
     try:
-        data = json.loads(content)
+        data = json.loads(content.decode("utf-8", errors="replace"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ParseError(f"Hugging Face daily papers: not JSON ({exc})") from exc
     if isinstance(data, dict) and "error" in data:
