@@ -55,6 +55,7 @@ class Route:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    sent: int = 0  # bytes of the body written before the client went away
 
 
 @dataclass
@@ -96,9 +97,18 @@ class LocalServer:
                 self.send_response(route.status)
                 for key, value in route.headers.items():
                     self.send_header(key, value)
-                self.send_header("Content-Length", str(len(route.body)))
+                streamed = "X-No-Length" in route.headers
+                if not streamed:
+                    self.send_header("Content-Length", str(len(route.body)))
+                else:
+                    self.close_connection = True
                 self.end_headers()
-                self.wfile.write(route.body)
+                try:
+                    for start in range(0, len(route.body), 65536):
+                        self.wfile.write(route.body[start:start + 65536])
+                        route.sent += min(65536, len(route.body) - start)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client stopped reading: what a size limit should do
 
             do_GET = _serve
             do_POST = _serve

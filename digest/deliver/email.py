@@ -192,6 +192,9 @@ def _describe(exc: BaseException) -> str:
         text = error.decode(errors="replace") if isinstance(error, bytes) else str(error)
         return f"{exc.smtp_code} {text}"
     if isinstance(exc, smtplib.SMTPServerDisconnected):
+        # smtplib reports a reply that never came as a disconnection
+        if "timed out" in str(exc):
+            return "timed out waiting for the server's reply"
         return "the server closed the connection"
     if isinstance(exc, socket.timeout | TimeoutError):
         return "timed out"
