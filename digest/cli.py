@@ -13,7 +13,7 @@ from digest import __version__
 from digest.config import Settings, load_settings
 from digest.errors import ConfigError, DigestError, LockedError
 from digest.models import RunReport
-from digest.pipeline import run_once
+from digest.pipeline import preflight, run_once
 
 EXIT_OK, EXIT_PARTIAL, EXIT_CONFIG, EXIT_LOCKED = 0, 1, 2, 3
 
@@ -71,8 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # httpx logs full request URLs, and a Slack webhook URL is a secret.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
     try:
         settings = load_settings(args.config)
+        _redact_secrets_in_logs(settings)
         if args.command == "check":
             return _check(settings)
         if args.command == "serve":
@@ -89,6 +93,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_PARTIAL
 
 
+class _RedactSecrets(logging.Filter):
+    """Replaces every configured secret in a log line with ***, whoever logged it."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = sorted(secrets, key=len, reverse=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        for secret in self.secrets:
+            message = message.replace(secret, "***")
+        record.msg, record.args = message, None
+        return True
+
+
+def _redact_secrets_in_logs(settings: Settings) -> None:
+    secrets = [value.reveal() for channel in settings.channels.values()
+               for value in channel.secret_envs().values() if value and value.reveal()]
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_RedactSecrets(secrets))
+
+
 def _print_config_error(exc: ConfigError) -> None:
     print(f"{exc.path or 'config'}: {len(exc.problems)} problem"
           f"{'s' if len(exc.problems) != 1 else ''}", file=sys.stderr)
@@ -97,7 +123,7 @@ def _print_config_error(exc: ConfigError) -> None:
 
 
 def _check(settings: Settings) -> int:
-    problems = settings.missing_secrets()
+    problems = preflight(settings)
     if problems:
         raise ConfigError(problems, path=str(settings.path))
     print(f"{settings.path}: ok ({len(settings.sources)} sources, "

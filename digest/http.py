@@ -197,6 +197,7 @@ class Fetcher:
             wait: float | None = None
             try:
                 with self.client.stream("GET", url, params=params, headers=headers) as response:
+                    log.info("GET %s -> %d", response.url, response.status_code)
                     if response.status_code in (200, 203):
                         content = self._read_limited(response, url, source)
                         return Fetched(

@@ -8,6 +8,7 @@ once the channel accepted it.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,7 +22,7 @@ from digest.deliver import CHANNELS, Channel, Outbox
 from digest.deliver.email import EmailChannel
 from digest.deliver.slack import SlackChannel
 from digest.errors import ConfigError, DeliveryError, DigestError
-from digest.http import Fetcher
+from digest.http import Fetcher, is_local, local_path
 from digest.models import (
     DeliveryReport,
     Digest,
@@ -69,6 +70,27 @@ def default_channel(settings: Settings, seams: Seams) -> ChannelFactory:
     return build
 
 
+def preflight(
+    settings: Settings, *, channels: Iterable[str] | None = None, secrets: bool = True
+) -> list[tuple[str, str]]:
+    """Problems that would stop a run, found before anything is fetched or sent."""
+    problems = []
+    wanted = set(settings.channels if channels is None else channels)
+    if secrets:
+        problems += [p for p in settings.missing_secrets() if p[0].split(".", 1)[1] in wanted]
+    directory = settings.store.path.parent
+    existing = next((p for p in (directory, *directory.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK):
+        problems.append(("store.path", f"cannot create {settings.store.path}: "
+                                       f"{existing or directory} is not a writable folder"))
+    for i, source in enumerate(settings.sources):
+        if source.enabled and source.url and is_local(source.url):
+            path = local_path(source.url)
+            if not path.is_file():
+                problems.append((f"sources[{i}].url", f"no such file: {path}"))
+    return problems
+
+
 def run_once(
     settings: Settings,
     *,
@@ -81,11 +103,9 @@ def run_once(
     seams = seams or Seams()
     selected = [w for w in settings.watchlists if watchlists is None or w.name in set(watchlists)]
     channel_names = sorted({c for w in selected for c in w.channels})
-    if outbox is None:
-        missing = [p for p in settings.missing_secrets()
-                   if p[0].split(".", 1)[1] in channel_names]
-        if missing:
-            raise ConfigError(missing, path=str(settings.path))
+    problems = preflight(settings, channels=channel_names, secrets=outbox is None)
+    if problems:
+        raise ConfigError(problems, path=str(settings.path))
     report = RunReport(started_at=seams.now())
     with Store.open(settings.store.path) as store, store.run_lock():
         fetch_kwargs: dict[str, Any] = {"transport": seams.transport}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -138,3 +139,49 @@ def test_registries_match_the_config_kinds():
 
     assert set(SOURCES) == set(config.SOURCE_KINDS)
     assert set(CHANNELS) == set(config.CHANNEL_KINDS)
+
+
+def _one_source_config(tmp_path: Path, url: str, store: str) -> Path:
+    path = tmp_path / "c.toml"
+    path.write_text(f"""version = 1
+[store]
+path = "{store}"
+[[sources]]
+name = "local"
+kind = "feed"
+url = "{url}"
+[[watchlists]]
+name = "w"
+keywords = ["x"]
+channels = ["m"]
+[channels.m]
+kind = "email"
+from = "a@example.org"
+to = ["b@example.org"]
+""")
+    return path
+
+
+def test_check_reports_unreachable_paths(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    config = _one_source_config(tmp_path, str(tmp_path / "missing.xml"),
+                                str(blocker / "digest.db"))
+    assert main(["check", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"sources[0].url: no such file: {tmp_path / 'missing.xml'}" in err
+    assert "store.path: cannot create" in err
+
+
+def test_a_second_run_on_the_same_store_exits_3_without_doing_anything(tmp_path, capsys):
+    from digest.store import Store
+
+    feed = tmp_path / "feed.xml"
+    feed.write_text("<rss><channel><title>t</title></channel></rss>")
+    config = _one_source_config(tmp_path, str(feed), str(tmp_path / "d.db"))
+    with Store.open(tmp_path / "d.db") as store, store.run_lock():
+        assert main(["run", "--once", "--config", str(config)]) == 3
+    err = capsys.readouterr().err
+    assert "another paper-digest run is using" in err and f"pid {os.getpid()}" in err
+    with Store.open(tmp_path / "d.db") as store:
+        assert store.db.execute("SELECT count(*) FROM source_state").fetchone()[0] == 0

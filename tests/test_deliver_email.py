@@ -52,6 +52,9 @@ class FakeSMTP:
     def ehlo(self):
         return 250, b"ok"
 
+    def has_extn(self, name):
+        return name.lower() in ("starttls", "auth")
+
     def starttls(self, context=None):
         return 220, b"ready"
 

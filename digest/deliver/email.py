@@ -117,24 +117,42 @@ class EmailChannel:
                                         context=ssl.create_default_context())
             else:
                 smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.timeout_seconds)
-            smtp.ehlo()
-            if s.security == "starttls":
-                smtp.starttls(context=ssl.create_default_context())
-                smtp.ehlo()
-            if s.username and s.password:
-                smtp.login(s.username.reveal(), s.password.reveal())
-        except smtplib.SMTPAuthenticationError as exc:
-            raise DeliveryError(
-                f"SMTP login to {s.smtp_host}:{s.smtp_port} refused ({exc.smtp_code}); check "
-                f"${s.username_env} and ${s.password_env}", channel=s.name) from exc
-        except smtplib.SMTPNotSupportedError as exc:
-            raise DeliveryError(f"SMTP server {s.smtp_host}:{s.smtp_port} does not support "
-                                f"{s.security.upper()}: set security", channel=s.name) from exc
         except (smtplib.SMTPException, OSError) as exc:
             raise DeliveryError(
                 f"cannot connect to SMTP server {s.smtp_host}:{s.smtp_port}: {_describe(exc)}",
                 channel=s.name, permanent=_is_permanent(exc)) from exc
+        try:
+            self._greet(smtp)
+        except BaseException:
+            smtp.close()
+            raise
         return smtp
+
+    def _greet(self, smtp: smtplib.SMTP) -> None:
+        """EHLO, STARTTLS and login, each failure told in the channel's own terms."""
+        s = self.settings
+        where = f"{s.smtp_host}:{s.smtp_port}"
+        try:
+            smtp.ehlo()
+            if s.security == "starttls":
+                if not smtp.has_extn("starttls"):
+                    raise DeliveryError(f"SMTP server {where} does not offer STARTTLS; set "
+                                        'security = "ssl" or "none"', channel=s.name)
+                smtp.starttls(context=ssl.create_default_context())
+                smtp.ehlo()
+            if s.username and s.password:
+                if not smtp.has_extn("auth"):
+                    plain = " without TLS" if s.security == "none" else ""
+                    raise DeliveryError(f"SMTP server {where} does not offer a login{plain}",
+                                        channel=s.name)
+                smtp.login(s.username.reveal(), s.password.reveal())
+        except smtplib.SMTPAuthenticationError as exc:
+            raise DeliveryError(
+                f"SMTP login to {where} refused ({exc.smtp_code}); check "
+                f"${s.username_env} and ${s.password_env}", channel=s.name) from exc
+        except (smtplib.SMTPException, OSError) as exc:
+            raise DeliveryError(f"SMTP server {where} failed the greeting: {_describe(exc)}",
+                                channel=s.name, permanent=_is_permanent(exc)) from exc
 
     def send(self, payload: dict[str, Any], *, parts_sent: int = 0,
              on_part_sent: Callable[[int], None] = lambda n: None) -> None:
