@@ -72,6 +72,14 @@ def test_a_gone_hook_is_permanent_and_not_retried(status):
     assert "sekrit" not in str(caught.value)
 
 
+@pytest.mark.parametrize("status", [400, 403])
+def test_a_rejected_payload_is_permanent(status):
+    channel = channel_with(lambda r: httpx.Response(status, text="invalid_payload"))
+    with pytest.raises(DeliveryError, match="Slack rejected message 1/1") as caught:
+        channel.send(channel.compose(digest(1)).payload)
+    assert caught.value.permanent
+
+
 def test_server_errors_are_retried_then_temporary():
     calls = []
 
