@@ -16,6 +16,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from digest import __version__
 from digest.errors import ConfigError
+from digest.terms import Query, Term, TermError, parse_query, parse_term
 
 CONFIG_VERSION = 1
 SOURCE_KINDS = ("arxiv_rss", "arxiv_api", "hf_daily", "feed")
@@ -29,8 +30,10 @@ HTTP_KEYS = ("contact", "timeout_seconds", "max_retries", "retry_backoff_seconds
              "max_retry_after_seconds", "max_body_mb", "arxiv_interval_seconds",
              "interval_seconds")
 SCHEDULE_KEYS = ("cron", "timezone")
-WATCHLIST_KEYS = ("name", "channels", "keywords", "exclude", "authors", "categories",
-                  "min_score", "max_papers", "schedule", "timezone")
+WATCHLIST_KEYS = ("name", "channels", "keywords", "query", "exclude", "authors", "categories",
+                  "primary_only", "category_boost", "upvotes_boost", "recency_boost",
+                  "recency_half_life_days", "similar_to", "similarity_weight",
+                  "min_similarity", "min_score", "max_papers", "schedule", "timezone")
 _CATEGORY = re.compile(r"^[a-z\-]+(\.[A-Za-z\-]+)?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -109,19 +112,39 @@ class SourceSettings:
 
 
 @dataclass(frozen=True)
-class Term:
-    text: str
+class Keyword:
+    """A term and its weight; a negative weight only lowers a paper's score."""
+
+    term: Term
     weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class AuthorRule:
+    """A name to follow. With ``initials``, 'S. Wang' and 'Sinong Wang' stand for each other."""
+
+    name: str
+    initials: bool = False
 
 
 @dataclass(frozen=True)
 class WatchlistSettings:
     name: str
     channels: tuple[str, ...]
-    keywords: tuple[Term, ...] = ()
-    exclude: tuple[str, ...] = ()
-    authors: tuple[str, ...] = ()
+    keywords: tuple[Keyword, ...] = ()
+    query: Query | None = None
+    query_text: str | None = None
+    exclude: tuple[Term, ...] = ()
+    authors: tuple[AuthorRule, ...] = ()
     categories: tuple[str, ...] = ()
+    primary_only: bool = False
+    category_boost: Mapping[str, float] = field(default_factory=dict)
+    upvotes_boost: float = 0.0
+    recency_boost: float = 0.0
+    recency_half_life_days: float = 3.0
+    similar_to: tuple[str, ...] = ()
+    similarity_weight: float = 5.0
+    min_similarity: float = 0.1
     min_score: float = 1.0
     max_papers: int = 25
     schedule: str | None = None
@@ -442,9 +465,9 @@ def _read_sources(reader: _Reader, raw: Any) -> tuple[SourceSettings, ...]:
     return tuple(sources)
 
 
-def _read_terms(reader: _Reader, table: Mapping[str, Any], path: str) -> tuple[Term, ...]:
+def _read_keywords(reader: _Reader, table: Mapping[str, Any], path: str) -> tuple[Keyword, ...]:
     raw = reader.value(table, "keywords", path, list, default=[])
-    terms = []
+    keywords = []
     for i, item in enumerate(raw or []):
         where = f"{path}.keywords[{i}]"
         if isinstance(item, str):
@@ -453,18 +476,68 @@ def _read_terms(reader: _Reader, table: Mapping[str, Any], path: str) -> tuple[T
             reader.known_keys(item, ("term", "weight"), where)
             text = reader.value(item, "term", where, str)
             weight = reader.value(item, "weight", where, float, 1.0,
-                                  lambda w: None if w > 0 else "must be > 0")
+                                  lambda w: None if w != 0 else "must not be 0")
             if text is None:
                 continue
         else:
             reader.problem(where, f"must be a string or {{term = ..., weight = ...}}, "
                                   f"got {_type_name(item)}")
             continue
-        if not text.strip() or not re.search(r"\w", text):
-            reader.problem(where, "empty phrase")
+        term = _term(reader, text, where)
+        if term is not None:
+            keywords.append(Keyword(term=term, weight=weight))
+    return tuple(keywords)
+
+
+def _term(reader: _Reader, text: str, where: str) -> Term | None:
+    try:
+        return parse_term(text)
+    except TermError as exc:
+        reader.problem(where, str(exc))
+        return None
+
+
+def _read_authors(reader: _Reader, table: Mapping[str, Any], path: str) -> tuple[AuthorRule, ...]:
+    raw = reader.value(table, "authors", path, list, default=[])
+    rules = []
+    for i, item in enumerate(raw or []):
+        where = f"{path}.authors[{i}]"
+        if isinstance(item, str):
+            name, initials = item, False
+        elif isinstance(item, dict):
+            reader.known_keys(item, ("name", "initials"), where)
+            name = reader.value(item, "name", where, str)
+            initials = reader.value(item, "initials", where, bool, False)
+            if name is None:
+                continue
+        else:
+            reader.problem(where, f"must be a name or {{name = ..., initials = true}}, "
+                                  f"got {_type_name(item)}")
             continue
-        terms.append(Term(text=" ".join(text.split()), weight=weight))
-    return tuple(terms)
+        words = [w for w in re.split(r"[\s.,\-]+", name) if w]
+        if not words:
+            reader.problem(where, "empty author name")
+        elif len(words) < 2:
+            reader.problem(where, f"'{name}' is one word; write the full name, as in "
+                                  "'Sinong Wang'")
+        else:
+            rules.append(AuthorRule(name=" ".join(name.split()), initials=initials))
+    return tuple(rules)
+
+
+def _read_category_boost(reader: _Reader, table: Mapping[str, Any], path: str
+                         ) -> dict[str, float]:
+    raw = reader.table(table.get("category_boost", _MISSING), f"{path}.category_boost")
+    boosts = {}
+    for category, points in raw.items():
+        where = f"{path}.category_boost.{category}"
+        if reason := _category(category):
+            reader.problem(where, reason)
+        elif isinstance(points, bool) or not isinstance(points, int | float):
+            reader.problem(where, f"must be a number, got {_type_name(points)}")
+        else:
+            boosts[category] = float(points)
+    return boosts
 
 
 def _read_watchlists(reader: _Reader, raw: Any) -> tuple[WatchlistSettings, ...]:
@@ -487,18 +560,44 @@ def _read_watchlists(reader: _Reader, raw: Any) -> tuple[WatchlistSettings, ...]
         if name in seen:
             reader.problem(f"{path}.name", f"duplicate watchlist name '{name}'")
         seen.add(name)
-        keywords = _read_terms(reader, table, path)
-        authors = reader.strings(table, "authors", path, empty="empty author name")
-        categories = reader.strings(table, "categories", path, check=_category)
-        if "keywords" not in table and "authors" not in table and "categories" not in table:
-            reader.problem(path, "needs at least one of keywords, authors or categories")
+        query_text = reader.value(table, "query", path, str, None)
+        query = None
+        if query_text is not None:
+            try:
+                query = parse_query(query_text)
+            except TermError as exc:
+                reader.problem(f"{path}.query", str(exc))
+        exclude = []
+        for j, text in enumerate(reader.strings(table, "exclude", path, empty="empty phrase")):
+            term = _term(reader, text, f"{path}.exclude[{j}]")
+            if term is not None:
+                exclude.append(term)
+        evidence = ("keywords", "query", "authors", "categories", "similar_to")
+        if not any(key in table for key in evidence):
+            reader.problem(path, "needs at least one of keywords, query, authors, categories "
+                                 "or similar_to")
         watchlists.append(WatchlistSettings(
             name=name or f"watchlist-{i}",
             channels=reader.strings(table, "channels", path, empty="empty channel name"),
-            keywords=keywords,
-            exclude=reader.strings(table, "exclude", path, empty="empty phrase"),
-            authors=authors,
-            categories=categories,
+            keywords=_read_keywords(reader, table, path),
+            query=query,
+            query_text=query_text,
+            exclude=tuple(exclude),
+            authors=_read_authors(reader, table, path),
+            categories=reader.strings(table, "categories", path, check=_category),
+            primary_only=reader.value(table, "primary_only", path, bool, False),
+            category_boost=_read_category_boost(reader, table, path),
+            upvotes_boost=reader.value(table, "upvotes_boost", path, float, d.upvotes_boost,
+                                       _in_range(0, 100)),
+            recency_boost=reader.value(table, "recency_boost", path, float, d.recency_boost,
+                                       _in_range(0, 100)),
+            recency_half_life_days=reader.value(table, "recency_half_life_days", path, float,
+                                                d.recency_half_life_days, _in_range(0.1, 365)),
+            similar_to=reader.strings(table, "similar_to", path, empty="empty seed"),
+            similarity_weight=reader.value(table, "similarity_weight", path, float,
+                                           d.similarity_weight, _in_range(0, 100)),
+            min_similarity=reader.value(table, "min_similarity", path, float,
+                                        d.min_similarity, _in_range(0, 1)),
             min_score=reader.value(table, "min_score", path, float, d.min_score,
                                    _in_range(0)),
             max_papers=reader.value(table, "max_papers", path, int, d.max_papers,

@@ -105,7 +105,11 @@ class Paper:
 
 @dataclass(frozen=True)
 class Reason:
-    """Why a paper matched: ``kind`` is term, author or category; ``field`` where it was."""
+    """One part of a score.
+
+    ``kind`` is term, negative (a term that lowers), author, category, boost or similar;
+    ``field`` says where (title, abstract, authors, category, upvotes, recency, text).
+    """
 
     kind: str
     value: str
@@ -116,8 +120,14 @@ class Reason:
     def describe(self) -> str:
         if self.kind == "term":
             return f'"{self.value}" in {self.field}'
+        if self.kind == "negative":
+            return f'"{self.value}" in {self.field} (lowers)'
         if self.kind == "author":
             return f"author {self.value}"
+        if self.kind == "similar":
+            return f"like the seed papers ({self.value})"
+        if self.kind == "boost":
+            return self.value
         return f"category {self.value}"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from digest.config import ChannelSettings, Settings
+from digest.config import ChannelSettings, Settings, WatchlistSettings
 from digest.deliver import CHANNELS, Channel, Outbox
 from digest.deliver.email import EmailChannel
 from digest.deliver.slack import SlackChannel
@@ -29,9 +30,11 @@ from digest.models import (
     RunReport,
     SourceReport,
     WatchlistReport,
+    parse_arxiv_id,
 )
 from digest.render import Renderer
-from digest.scoring import compile_watchlist, select
+from digest.scoring import Matcher
+from digest.similarity import SimilarityIndex
 from digest.sources import build_source
 from digest.store import OpenDigest, Store
 
@@ -68,6 +71,38 @@ def default_channel(settings: Settings, seams: Seams) -> ChannelFactory:
         raise ConfigError([(f"channels.{channel.name}.kind", f"unknown kind {channel.kind}")])
 
     return build
+
+
+def build_matcher(
+    watchlists: Iterable[WatchlistSettings], store: Store, progress: Progress = lambda line: None
+) -> Matcher:
+    """Compile the watchlists; give 'similar_to' watchlists the store's papers and seeds."""
+    watchlists = list(watchlists)
+    similar = [w for w in watchlists if w.similar_to]
+    if not similar:
+        return Matcher(watchlists)
+    progress(f"indexing {store.papers_count()} stored papers for similar_to")
+    index = SimilarityIndex(store.texts())
+    seeds: dict[str, list[str]] = {}
+    for watchlist in similar:
+        texts = []
+        for seed in watchlist.similar_to:
+            if _ARXIV_SEED.match(seed):
+                parsed = parse_arxiv_id(seed.removeprefix("arxiv:"))
+                paper = store.paper(f"arxiv:{parsed[0]}") if parsed else None
+                if paper is None:
+                    log.warning("watchlist=%s seed %s is not in the store yet; skipped",
+                                watchlist.name, seed)
+                    continue
+                texts.append(f"{paper.title}. {paper.abstract}")
+            else:
+                texts.append(seed)
+        seeds[watchlist.name] = texts
+    return Matcher(watchlists, similarity=index, seeds=seeds)
+
+
+_ARXIV_SEED = re.compile(r"^(?:arxiv:)?(?:\d{4}\.\d{4,5}|[a-z\-]+(?:\.[A-Z]{2})?/\d{7})(?:v\d+)?$",
+                         re.IGNORECASE)
 
 
 def preflight(
@@ -202,14 +237,15 @@ def _deliver(
                      f"{open_digest.channel}), recorded earlier")
             send(open_digest, resent=True)
         since = seams.now() - timedelta(days=settings.store.lookback_days)
+        matcher = build_matcher(selected, store, progress)
         for watchlist_settings in selected:
-            watchlist = compile_watchlist(watchlist_settings)
+            watchlist = matcher.watchlists[watchlist_settings.name]
             summary = WatchlistReport(name=watchlist.name)
             report.watchlists.append(summary)
             for channel_name in watchlist_settings.channels:
                 candidates = store.candidates(channel_name, since)
                 summary.candidates = max(summary.candidates, len(candidates))
-                matches = select(candidates, watchlist)
+                matches = matcher.select(candidates, watchlist.name, now=seams.now())
                 summary.matched = max(summary.matched, len(matches))
                 if not matches:
                     continue

@@ -73,14 +73,15 @@ def format_authors(authors: tuple[str, ...], limit: int = 8) -> str:
 
 def describe_reasons(match: Match) -> tuple[str, ...]:
     """One phrase per term, author or category: '"LoRA" in title and abstract'."""
-    fields: dict[str, list[str]] = {}
+    fields: dict[tuple[str, str], list[str]] = {}
     others: list[str] = []
     for reason in match.reasons:
-        if reason.kind == "term":
-            fields.setdefault(reason.value, []).append(reason.field)
+        if reason.kind in ("term", "negative"):
+            fields.setdefault((reason.kind, reason.value), []).append(reason.field)
         else:
             others.append(reason.describe())
-    terms = [f'"{term}" in {" and ".join(where)}' for term, where in fields.items()]
+    terms = [f'"{term}" in {" and ".join(where)}' + (" (lowers)" if kind == "negative" else "")
+             for (kind, term), where in fields.items()]
     return tuple(terms + others)
 
 

@@ -23,7 +23,7 @@ import pytest
 from conftest import SAMPLES, Route, write_config
 
 from digest.config import load_settings
-from digest.scoring import compile_watchlist, score
+from digest.scoring import Matcher
 from digest.store import Store
 
 pytestmark = pytest.mark.integration
@@ -82,9 +82,11 @@ def expected_per_channel(config) -> dict[str, set[str]]:
     with Store.open(settings.store.path) as store:
         papers = store.candidates("no-such-channel", datetime(2000, 1, 1, tzinfo=UTC))
     owed: dict[str, set[str]] = {"mail": set(), "chat": set()}
+    matcher = Matcher(settings.watchlists)
+    now = datetime.now(UTC)
     for watchlist in settings.watchlists:
-        compiled = compile_watchlist(watchlist)
-        matched = {p.arxiv_id for p in papers if score(p, compiled) is not None}
+        matched = {p.arxiv_id for p in papers
+                   if matcher.match(p, now=now, names=[watchlist.name])}
         for channel in watchlist.channels:
             owed[channel] |= matched
     return owed

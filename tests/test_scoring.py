@@ -1,34 +1,57 @@
-"""Watchlist matching: word boundaries, phrase variants, exact authors, reasons, ranking."""
+"""Scoring: word boundaries, phrase variants, exact authors, boolean queries, boosts,
+similarity, reasons and ranking, through the one compiled matcher."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from digest.config import Term, WatchlistSettings
+from digest.config import AuthorRule, Keyword, WatchlistSettings
 from digest.models import Paper
-from digest.scoring import (
-    compile_watchlist,
-    highlight_spans,
-    normalise_name,
-    rank,
-    score,
-    select,
-    term_pattern,
-)
+from digest.scoring import Matcher, highlight_spans, normalise_name, rank
+from digest.similarity import SimilarityIndex
+from digest.terms import parse_query, parse_term
+
+NOW = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)
 
 
-def make_paper(title="", abstract="", authors=(), categories=(), key="arxiv:1", upvotes=None):
+def make_paper(title="", abstract="", authors=(), categories=(), key="arxiv:1", upvotes=None,
+               primary=None, published=None):
     return Paper(key=key, title=title, url="u", abstract=abstract, authors=tuple(authors),
-                 categories=tuple(categories), upvotes=upvotes)
+                 categories=tuple(categories), upvotes=upvotes, primary_category=primary,
+                 published=published)
 
 
-def watchlist(**fields) -> object:
+def watchlist(**fields) -> WatchlistSettings:
     base = {"name": "w", "channels": ("c",)}
     if "keywords" in fields:
-        fields["keywords"] = tuple(k if isinstance(k, Term) else Term(k)
-                                   for k in fields["keywords"])
-    for key in ("exclude", "authors", "categories"):
+        fields["keywords"] = tuple(
+            k if isinstance(k, Keyword) else
+            Keyword(parse_term(k[0]), k[1]) if isinstance(k, tuple) else Keyword(parse_term(k))
+            for k in fields["keywords"])
+    if "exclude" in fields:
+        fields["exclude"] = tuple(parse_term(t) for t in fields["exclude"])
+    if "authors" in fields:
+        fields["authors"] = tuple(a if isinstance(a, AuthorRule) else AuthorRule(a)
+                                  for a in fields["authors"])
+    if "query" in fields:
+        fields["query_text"] = fields["query"]
+        fields["query"] = parse_query(fields["query"])
+    for key in ("categories", "similar_to"):
         if key in fields:
             fields[key] = tuple(fields[key])
-    return compile_watchlist(WatchlistSettings(**{**base, **fields}))
+    return WatchlistSettings(**{**base, **fields})
+
+
+def explain(paper, w, **matcher_args):
+    (explanation,) = Matcher([w], **matcher_args).explain(paper, now=NOW)
+    return explanation
+
+
+def score(paper, w, **matcher_args):
+    explanation = explain(paper, w, **matcher_args)
+    return explanation if explanation.passed else None
 
 
 @pytest.mark.parametrize(
@@ -43,33 +66,60 @@ def watchlist(**fields) -> object:
         pytest.param("key-value cache", "the key value cache", True, id="hyphen-to-space"),
         pytest.param("key value cache", "the key-value cache", True, id="space-to-hyphen"),
         pytest.param("key-value cache", "key-value caches", True, id="phrase-plural"),
+        pytest.param("key-value cache", "the keyvalue cache", True, id="joined"),
         pytest.param("key-value cache", "key cache value", False, id="phrase-order"),
         pytest.param("model", "models", True, id="s-plural"),
         pytest.param("models", "a model", True, id="singular-of-written-plural"),
         pytest.param("policy", "policies", True, id="y-ies"),
+        pytest.param("bias", "biases", True, id="es-plural"),
         pytest.param("transformer", "transformers-based", True, id="before-hyphen"),
-        pytest.param("RL", "RLHF", False, id="no-prefix"),
+        pytest.param("RL", "RLHF", False, id="no-prefix-without-star"),
+        pytest.param("quantiz*", "quantization-aware training", True, id="wildcard"),
+        pytest.param("quantiz*", "dequantization", False, id="wildcard-left-boundary"),
+        pytest.param("/llama-?[23]/", "we fine-tune Llama-2 and LLaMA3", True, id="regex"),
         pytest.param("C++", "written in C++ for speed", True, id="symbols"),
     ],
 )
-def test_term_pattern(term, text, matches):
-    assert bool(term_pattern(term).search(text)) is matches
+def test_term_matching(term, text, matches):
+    result = score(make_paper(title=text), watchlist(keywords=[term]))
+    assert (result is not None) is matches
+
+
+@pytest.mark.parametrize("term", ["key-value cache", "quantiz*", "/llama-?[23]/", "LoRA"])
+def test_automaton_and_regex_agree(term):
+    """The matcher's automaton and the term's own regex mean the same."""
+    texts = ["key value caches and keyvalue cache", "quantization of LoRA", "Llama-2 llama3",
+             "exploration", "LoRAs everywhere", "KV cache"]
+    parsed = parse_term(term)
+    w = watchlist(keywords=[term])
+    for text in texts:
+        auto = Matcher([w]).hits(make_paper(title=text)).counts
+        regex = len(parsed.compiled().findall(text))
+        assert sum(auto.values()) == regex, (term, text)
 
 
 @pytest.mark.parametrize(
-    ("wanted", "author", "matches"),
+    ("rule", "author", "matches"),
     [
-        pytest.param("Sinong Wang", "Sinong Wang", True, id="same"),
-        pytest.param("Sinong Wang", "Sinong Zhan", False, id="different-surname"),
-        pytest.param("Sinong Wang", "Sinong Wangari", False, id="no-substring"),
-        pytest.param("Jose Garcia", "José García", True, id="accents"),
-        pytest.param("sinong wang", "SINONG WANG", True, id="case"),
-        pytest.param("Jean-Luc Picard", "Jean Luc Picard", True, id="hyphen"),
-        pytest.param("S. Wang", "Sinong Wang", False, id="initials-not-implied"),
+        pytest.param(AuthorRule("Sinong Wang"), "Sinong Wang", True, id="same"),
+        pytest.param(AuthorRule("Sinong Wang"), "Sinong Zhan", False, id="different-surname"),
+        pytest.param(AuthorRule("Sinong Wang"), "Sinong Wangari", False, id="no-substring"),
+        pytest.param(AuthorRule("Jose Garcia"), "José García", True, id="accents"),
+        pytest.param(AuthorRule("sinong wang"), "SINONG WANG", True, id="case"),
+        pytest.param(AuthorRule("Jean-Luc Picard"), "Jean Luc Picard", True, id="hyphen"),
+        pytest.param(AuthorRule("S. Wang"), "Sinong Wang", False, id="initials-not-implied"),
+        pytest.param(AuthorRule("S. Wang", initials=True), "Sinong Wang", True,
+                     id="initials-when-asked"),
+        pytest.param(AuthorRule("Sinong Wang", initials=True), "S. Wang", True,
+                     id="initials-either-way"),
+        pytest.param(AuthorRule("S. Wang", initials=True), "Sinong Zhan", False,
+                     id="initials-need-the-surname"),
+        pytest.param(AuthorRule("S. Wang", initials=True), "T. Wang", False,
+                     id="initials-must-agree"),
     ],
 )
-def test_author_matching_is_by_whole_normalised_name(wanted, author, matches):
-    result = score(make_paper(title="t", authors=[author]), watchlist(authors=[wanted]))
+def test_author_matching(rule, author, matches):
+    result = score(make_paper(title="t", authors=[author]), watchlist(authors=[rule]))
     assert (result is not None) is matches
 
 
@@ -78,15 +128,13 @@ def test_normalise_name():
 
 
 def test_reasons_say_which_term_in_which_field():
-    paper = make_paper(title="LoRA for speech", abstract="We use LoRA. LoRA again. Also KV.",
+    paper = make_paper(title="LoRA for speech", abstract="We use LoRA. LoRA again.",
                        authors=["Sinong Wang"], categories=["cs.CL"])
     match = score(paper, watchlist(keywords=["LoRA"], authors=["Sinong Wang"],
                                    categories=["cs.CL"]))
-    described = [r.describe() for r in match.reasons]
-    assert described == ["category cs.CL", '"LoRA" in title', '"LoRA" in abstract',
-                         "author Sinong Wang"]
-    abstract_reason = match.reasons[2]
-    assert abstract_reason.count == 2
+    assert [r.describe() for r in match.reasons] == [
+        "category cs.CL", '"LoRA" in title', '"LoRA" in abstract', "author Sinong Wang"]
+    assert match.reasons[2].count == 2
 
 
 def test_title_weighs_more_than_abstract_and_repeats_saturate():
@@ -98,15 +146,47 @@ def test_title_weighs_more_than_abstract_and_repeats_saturate():
     assert in_abstract < many <= 1.5 * in_abstract
 
 
-def test_weights_scale_points():
-    heavy = watchlist(keywords=[Term("quantization", 3.0)])
-    assert score(make_paper(abstract="quantization"), heavy).score == 3.0
-
-
-def test_exclusion_vetoes():
-    w = watchlist(keywords=["LoRA"], exclude=["survey"])
-    assert score(make_paper(title="A Survey of LoRA"), w) is None
+def test_field_restriction():
+    w = watchlist(keywords=["title:LoRA"])
+    assert score(make_paper(abstract="LoRA"), w) is None
     assert score(make_paper(title="LoRA"), w) is not None
+
+
+def test_exclusion_vetoes_and_says_so():
+    w = watchlist(keywords=["LoRA"], exclude=["survey"])
+    vetoed = explain(make_paper(title="A Survey of LoRA"), w)
+    assert not vetoed.passed and vetoed.verdict == 'vetoed by exclusion "survey" in title'
+    assert score(make_paper(title="LoRA"), w) is not None
+
+
+def test_negative_weights_only_lower():
+    w = watchlist(keywords=["LoRA", ("benchmark", -1.0)], min_score=0.5)
+    lowered = explain(make_paper(title="LoRA benchmark"), w)
+    assert lowered.score == 0.0 and lowered.verdict == "score 0 below min_score 0.5"
+    assert score(make_paper(title="LoRA", abstract="a benchmark"), w).score == 1.0
+    # a negative term alone is never a reason to send a paper
+    assert score(make_paper(title="benchmark"), watchlist(keywords=[("benchmark", -1.0)],
+                                                          min_score=0.0)) is None
+
+
+@pytest.mark.parametrize(
+    ("query", "title", "matches"),
+    [
+        ('(LoRA OR "low-rank adaptation") AND speech', "LoRA for speech", True),
+        ('(LoRA OR "low-rank adaptation") AND speech', "Low-rank adaptation of speech", True),
+        ('(LoRA OR "low-rank adaptation") AND speech', "LoRA for vision", False),
+        ("LoRA AND NOT survey", "A survey of LoRA", False),
+        ("LoRA NOT survey", "LoRA in practice", True),
+        ("title:quantiz* AND abstract:LLM", "Quantization", False),
+    ],
+)
+def test_boolean_queries(query, title, matches):
+    assert (score(make_paper(title=title), watchlist(query=query)) is not None) is matches
+
+
+def test_query_terms_score_like_keywords():
+    match = score(make_paper(title="LoRA for speech"), watchlist(query="LoRA AND speech"))
+    assert match.score == 4.0
 
 
 def test_category_filter_and_category_only_watchlists():
@@ -115,14 +195,80 @@ def test_category_filter_and_category_only_watchlists():
     assert score(make_paper(title="LoRA", categories=["cs.LG", "cs.CL"]), filtered) is not None
     only = watchlist(categories=["cs.CL"])
     assert score(make_paper(title="x", categories=["cs.CL"]), only).score == 1.0
-    # in the category but no keyword: a keyword watchlist does not send it
     assert score(make_paper(title="x", categories=["cs.CL"]), filtered) is None
 
 
-def test_min_score():
+def test_primary_only_filter():
+    w = watchlist(keywords=["LoRA"], categories=["cs.CL"], primary_only=True)
+    assert score(make_paper(title="LoRA", categories=["cs.LG", "cs.CL"], primary="cs.LG"),
+                 w) is None
+    assert score(make_paper(title="LoRA", categories=["cs.CL"], primary="cs.CL"), w)
+
+
+def test_category_boost_is_full_for_primary_and_half_for_cross_lists():
+    w = watchlist(keywords=["LoRA"], category_boost={"cs.CL": 1.0})
+    primary = score(make_paper(title="LoRA", categories=["cs.CL"], primary="cs.CL"), w)
+    cross = score(make_paper(title="LoRA", categories=["cs.LG", "cs.CL"], primary="cs.LG"), w)
+    neither = score(make_paper(title="LoRA", categories=["cs.CV"], primary="cs.CV"), w)
+    assert (primary.score, cross.score, neither.score) == (3.0, 2.5, 2.0)
+    # a boost alone never sends a paper
+    assert score(make_paper(title="x", categories=["cs.CL"], primary="cs.CL"), w) is None
+
+
+def test_upvotes_and_recency_boosts():
+    w = watchlist(keywords=["LoRA"], upvotes_boost=1.0, recency_boost=2.0,
+                  recency_half_life_days=2.0)
+    paper = make_paper(title="LoRA", upvotes=99, published=NOW - timedelta(days=2))
+    match = score(paper, w)
+    boosts = {r.field: r.points for r in match.reasons if r.kind == "boost"}
+    assert boosts == {"upvotes": 2.0, "recency": 1.0}
+    assert match.score == 5.0
+
+
+def test_min_score_says_by_how_much():
     w = watchlist(keywords=["LoRA"], min_score=2.0)
-    assert score(make_paper(abstract="LoRA"), w) is None
+    below = explain(make_paper(abstract="LoRA"), w)
+    assert below.verdict == "score 1 below min_score 2"
     assert score(make_paper(title="LoRA"), w) is not None
+
+
+def test_similarity_to_seed_papers_with_shared_terms():
+    corpus = [
+        "Low-rank adapters for efficient fine-tuning of language models",
+        "Graph neural networks predict molecular properties",
+        "Speech recognition with self-supervised encoders",
+        "Protein structure from sequence with deep learning",
+        "Adapter rank allocation for parameter-efficient fine-tuning",
+    ]
+    index = SimilarityIndex(corpus)
+    w = watchlist(similar_to=["Parameter-efficient fine-tuning with low-rank adapters"],
+                  similarity_weight=5.0, min_similarity=0.2)
+    seeds = {"w": ["Parameter-efficient fine-tuning with low-rank adapters"]}
+    near = score(make_paper(title="Rank-adaptive adapters for parameter-efficient fine-tuning"),
+                 w, similarity=index, seeds=seeds)
+    far = score(make_paper(title="Graph networks for molecules"), w, similarity=index,
+                seeds=seeds)
+    assert near is not None and far is None
+    (reason,) = [r for r in near.reasons if r.kind == "similar"]
+    assert "adapter" in reason.value and "fine" in reason.value
+    assert reason.describe().startswith("like the seed papers (")
+
+
+def test_similarity_combines_with_keywords_in_one_score():
+    index = SimilarityIndex(["adapters for tuning", "molecules and graphs", "speech"])
+    w = watchlist(keywords=["LoRA"], similar_to=["adapters for tuning"], min_similarity=0.0)
+    match = score(make_paper(title="LoRA adapters for tuning"), w, similarity=index,
+                  seeds={"w": ["adapters for tuning"]})
+    kinds = {r.kind for r in match.reasons}
+    assert kinds == {"term", "similar"} and match.score > 2.0
+
+
+def test_one_matcher_serves_many_watchlists_and_touches_only_the_relevant():
+    lists = [watchlist(name=f"w{i}", keywords=[f"topic{i}"]) for i in range(50)]
+    matcher = Matcher(lists)
+    paper = make_paper(title="topic7 and topic42")
+    assert matcher.touched(paper, matcher.hits(paper)) == {"w7", "w42"}
+    assert [m.watchlist for m in matcher.match(paper, now=NOW)] == ["w42", "w7"]
 
 
 def test_ranking_is_deterministic_with_stated_tie_breaks():
@@ -131,12 +277,12 @@ def test_ranking_is_deterministic_with_stated_tie_breaks():
               make_paper(abstract="LoRA", key="arxiv:2", upvotes=5),
               make_paper(title="LoRA", key="arxiv:9"),
               make_paper(abstract="LoRA", key="arxiv:1")]
-    chosen = select(papers, w)
+    chosen = Matcher([w]).select(papers, "w", now=NOW)
     assert [m.paper.key for m in chosen] == ["arxiv:9", "arxiv:2", "arxiv:1"]
     assert rank(reversed(chosen)) == chosen
 
 
-def test_highlight_spans_merge_overlaps():
-    text = "The key-value cache of LoRA models"
-    spans = highlight_spans(text, ("key-value cache", "value cache", "LoRA"))
-    assert [text[a:b] for a, b in spans] == ["key-value cache", "LoRA"]
+def test_highlight_spans_merge_overlaps_and_understand_wildcards():
+    text = "The key-value cache of LoRA models, quantized"
+    spans = highlight_spans(text, ("key-value cache", "value cache", "LoRA", "quantiz*"))
+    assert [text[a:b] for a, b in spans] == ["key-value cache", "LoRA", "quantiz"]

@@ -16,7 +16,7 @@ from typing import Any
 import sqlite_utils
 
 from digest.errors import LockedError, StoreError
-from digest.models import Digest, Paper
+from digest.models import Digest, Paper, normalise_doi, parse_arxiv_id
 from digest.sources.base import SourceState
 from digest.store.schema import migrate
 
@@ -190,6 +190,27 @@ class Store:
 
     def papers_count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM papers").fetchone()[0])
+
+    def texts(self) -> Iterator[str]:
+        """Title and abstract of every stored paper, for corpus statistics."""
+        for title, abstract in self.db.execute("SELECT title, abstract FROM papers"):
+            yield f"{title}. {abstract}"
+
+    def find(self, wanted: str, *, limit: int = 5) -> list[Paper]:
+        """Papers by key, arXiv id (any version), DOI, or words of the title."""
+        wanted = wanted.strip()
+        keys = [wanted]
+        if parsed := parse_arxiv_id(wanted):
+            keys.append(f"arxiv:{parsed[0]}")
+        if doi := normalise_doi(wanted):
+            keys.append(f"doi:{doi}")
+        for key in keys:
+            if found := self.paper(key):
+                return [found]
+        pattern = "%" + "%".join(wanted.split()) + "%"
+        rows = self.db.query("SELECT * FROM papers WHERE title LIKE ? ORDER BY first_seen DESC "
+                             "LIMIT ?", [pattern, limit])
+        return [_paper_from_row(row) for row in rows]
 
     def sources_of(self, key: str) -> list[str]:
         return [r[0] for r in self.db.execute(
