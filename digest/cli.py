@@ -12,8 +12,9 @@ from pathlib import Path
 from digest import __version__
 from digest.config import Settings, load_settings
 from digest.errors import ConfigError, DigestError, LockedError
-from digest.models import RunReport
-from digest.pipeline import preflight, run_once
+from digest.models import Paper, RunReport
+from digest.pipeline import build_matcher, preflight, run_once
+from digest.scoring import Explanation
 
 EXIT_OK, EXIT_PARTIAL, EXIT_CONFIG, EXIT_LOCKED = 0, 1, 2, 3
 
@@ -26,6 +27,7 @@ examples:
   paper-digest run --once --config config/digest.toml
   paper-digest run --once --config config/demo.toml --outbox outbox
   paper-digest serve --config config/digest.toml
+  paper-digest explain --config config/digest.toml 2611.04001
 """
 
 
@@ -64,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
         "paper-digest serve --config config/digest.toml")
     add("check", "Validate a config file and list every problem with its key path.",
         "paper-digest check --config config/digest.toml")
+    explain = add("explain", "Show how each watchlist scores a stored paper, part by part.",
+                  'paper-digest explain --config config/digest.toml 2611.04001')
+    explain.add_argument("paper", metavar="ID_OR_TITLE",
+                         help="an arXiv id (any version), a DOI, or words of the title")
     return parser
 
 
@@ -81,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(settings)
         if args.command == "serve":
             return _serve(settings)
+        if args.command == "explain":
+            return _explain(settings, args.paper)
         return _run(settings, args)
     except ConfigError as exc:
         _print_config_error(exc)
@@ -136,6 +144,50 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
                       progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(format_report(report, outbox=args.outbox))
     return EXIT_OK if report.ok else EXIT_PARTIAL
+
+
+def _explain(settings: Settings, wanted: str) -> int:
+    from datetime import UTC, datetime
+
+    from digest.store import Store
+
+    with Store.open(settings.store.path) as store:
+        papers = store.find(wanted)
+        if not papers:
+            print(f"no stored paper matches {wanted!r} (run 'paper-digest run --once' first, "
+                  "or give an arXiv id)", file=sys.stderr)
+            return EXIT_PARTIAL
+        matcher = build_matcher(settings.watchlists, store)
+        now = datetime.now(UTC)
+        for paper in papers:
+            print(format_explanations(paper, matcher.explain(paper, now=now), settings))
+            for channel, watchlist, when in store.deliveries_of(paper.key):
+                print(f"delivered to {channel} with {watchlist} at {when}")
+    return EXIT_OK
+
+
+def format_explanations(paper: Paper, explanations: list[Explanation],
+                        settings: Settings) -> str:
+    minimum = {w.name: w.min_score for w in settings.watchlists}
+    lines = [f"{paper.key}  {paper.title}"]
+    if paper.authors:
+        lines.append(f"  {', '.join(paper.authors[:8])}")
+    facts = [", ".join(paper.categories)] if paper.categories else []
+    if paper.upvotes is not None:
+        facts.append(f"{paper.upvotes} upvotes")
+    if facts:
+        lines.append(f"  {' · '.join(facts)}")
+    for e in explanations:
+        mark = "MATCH" if e.passed else "no   "
+        tail = "" if e.passed else f" — {e.verdict}"
+        lines.append(f"{mark} {e.watchlist}: score {e.score:g} (min_score "
+                     f"{minimum[e.watchlist]:g}){tail}")
+        for r in e.reasons:
+            detail = ""
+            if r.kind in ("term", "negative"):
+                detail = f" (weight {r.weight:g}, {r.count}x)"
+            lines.append(f"    {r.points:+7.2f}  {r.describe()}{detail}")
+    return "\n".join(lines)
 
 
 def _serve(settings: Settings) -> int:

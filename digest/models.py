@@ -116,6 +116,7 @@ class Reason:
     field: str = ""
     points: float = 0.0
     count: int = 1
+    weight: float = 0.0  # a term's weight as the watchlist wrote it
 
     def describe(self) -> str:
         if self.kind == "term":

@@ -281,7 +281,8 @@ class Matcher:
             for field_name, count in hits.count(use.atom, use.term.field).items():
                 points = term_points(use.weight, FACTORS[field_name], count)
                 kind = "term" if use.weight > 0 else "negative"
-                reasons.append(Reason(kind, use.term.text, field_name, round(points, 4), count))
+                reasons.append(Reason(kind, use.term.text, field_name, round(points, 4), count,
+                                      use.weight))
         for rule in s.authors:
             for author in paper.authors:
                 if author_matches(rule, author):

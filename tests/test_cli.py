@@ -14,7 +14,7 @@ from digest import config
 from digest.cli import _parser, main
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = ("run", "serve", "check")
+COMMANDS = ("run", "serve", "check", "explain")
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -185,3 +185,29 @@ def test_a_second_run_on_the_same_store_exits_3_without_doing_anything(tmp_path,
     assert "another paper-digest run is using" in err and f"pid {os.getpid()}" in err
     with Store.open(tmp_path / "d.db") as store:
         assert store.db.execute("SELECT count(*) FROM source_state").fetchone()[0] == 0
+
+
+def test_explain_shows_each_watchlists_verdict_part_by_part(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    monkeypatch.chdir(tmp_path)
+    config = "config/demo.toml"
+    assert main(["run", "--once", "--config", config, "--outbox", "outbox"]) == 0
+    capsys.readouterr()
+    assert main(["explain", "--config", config, "2611.04001v1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("arxiv:2611.04001  LoRA-Flow")
+    assert "MATCH efficient-llms: score 3.25 (min_score 1)" in out
+    assert '+2.00  "LoRA" in title (weight 1, 1x)' in out
+    assert '+1.25  "LoRA" in abstract (weight 1, 2x)' in out
+    assert "MATCH people: score 3" in out and "+3.00  author Sinong Wang" in out
+    assert "no    alignment: score 0 (min_score 1) — no term, author" in out
+    assert "delivered to team-email with efficient-llms" in out
+
+    assert main(["explain", "--config", config, "Survey of Parameter-Efficient"]) == 0
+    out = capsys.readouterr().out
+    assert 'vetoed by exclusion "survey" in title and abstract' in out
+
+    assert main(["explain", "--config", config, "no such paper at all"]) == 1
+    assert "no stored paper matches" in capsys.readouterr().err

@@ -296,6 +296,13 @@ class Store:
                 "UPDATE digests SET status = ?, attempts = attempts + 1, last_error = ?,"
                 " updated_at = ? WHERE id = ?", [status, error, _iso(now), digest_id])
 
+    def deliveries_of(self, key: str) -> list[tuple[str, str, str]]:
+        """(channel, watchlist, when) for each channel this paper was delivered to."""
+        return [tuple(row) for row in self.db.execute(
+            """SELECT d.channel, g.watchlist, d.delivered_at FROM deliveries d
+               JOIN digests g ON g.id = d.digest_id WHERE d.paper_key = ?
+               ORDER BY d.delivered_at, d.channel""", [key])]
+
     def delivered_keys(self, channel: str) -> set[str]:
         return {r[0] for r in self.db.execute(
             "SELECT paper_key FROM deliveries WHERE channel = ?", [channel])}
