@@ -22,6 +22,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_parse.py
+	$(BIN)/python bench/bench_quality.py
+	$(BIN)/python bench/bench_matching.py
 
 lint: $(STAMP)
 	$(BIN)/python -m pip install -qq ruff

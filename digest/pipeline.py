@@ -33,7 +33,7 @@ from digest.models import (
     parse_arxiv_id,
 )
 from digest.render import Renderer
-from digest.scoring import Matcher
+from digest.scoring import Matcher, rank
 from digest.similarity import SimilarityIndex
 from digest.sources import build_source
 from digest.store import OpenDigest, Store
@@ -238,29 +238,34 @@ def _deliver(
             send(open_digest, resent=True)
         since = seams.now() - timedelta(days=settings.store.lookback_days)
         matcher = build_matcher(selected, store, progress)
+        # Every recent paper is scored once against every watchlist; each channel then
+        # takes the matches it has not had or queued yet.
+        recent = store.recent(since)
+        scored = matcher.match_many(recent, now=seams.now())
         for watchlist_settings in selected:
-            watchlist = matcher.watchlists[watchlist_settings.name]
-            summary = WatchlistReport(name=watchlist.name)
+            name = watchlist_settings.name
+            summary = WatchlistReport(name=name)
             report.watchlists.append(summary)
             for channel_name in watchlist_settings.channels:
-                candidates = store.candidates(channel_name, since)
-                summary.candidates = max(summary.candidates, len(candidates))
-                matches = matcher.select(candidates, watchlist.name, now=seams.now())
+                open_keys = store.candidate_keys(channel_name, since)
+                summary.candidates = max(summary.candidates, len(open_keys))
+                matches = rank(m for m in scored[name] if m.paper.key in open_keys)
+                matches = matches[: watchlist_settings.max_papers]
                 summary.matched = max(summary.matched, len(matches))
                 if not matches:
                     continue
                 try:
                     composed = channel(channel_name).compose(Digest(
-                        watchlist=watchlist.name, channel=channel_name,
+                        watchlist=name, channel=channel_name,
                         matches=tuple(matches), created_at=seams.now()))
                 except DigestError as exc:
                     report.deliveries.append(DeliveryReport(
-                        watchlist=watchlist.name, channel=channel_name, papers=len(matches),
+                        watchlist=name, channel=channel_name, papers=len(matches),
                         status="failed_temporary", error=f"cannot compose: {exc}"))
                     continue
                 digest_id = store.create_digest(composed.digest, composed.payload, seams.now())
                 keys = tuple(m.paper.key for m in composed.digest.matches)
-                send(OpenDigest(id=digest_id, channel=channel_name, watchlist=watchlist.name,
+                send(OpenDigest(id=digest_id, channel=channel_name, watchlist=name,
                                 status="pending", payload=composed.payload, parts_sent=0,
                                 attempts=0, paper_keys=keys), resent=False)
     finally:

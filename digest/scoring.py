@@ -19,7 +19,7 @@ import ahocorasick
 from digest.config import AuthorRule, WatchlistSettings
 from digest.models import Match, Paper, Reason, fold_text
 from digest.similarity import SimilarityIndex, Vector, compare
-from digest.terms import FIELDS, Term, evaluate, is_word_char, normalise, parse_term, query_terms
+from digest.terms import Term, evaluate, is_word_char, normalise, parse_term, query_terms
 
 TITLE_FACTOR = 2.0  # a term in the title says more than the same term in the abstract
 ABSTRACT_FACTOR = 1.0
@@ -81,7 +81,8 @@ class _Use:
     term: Term
     atom: int
     weight: float
-    role: str  # keyword | query | exclude
+    role: str  # keyword | query | exclude | exclude-query
+    order: int = 0  # position in the watchlist, so reasons keep the order written
 
 
 @dataclass
@@ -89,6 +90,13 @@ class _Compiled:
     settings: WatchlistSettings
     uses: list[_Use] = field(default_factory=list)
     profile: Vector | None = None
+    plain: bool = False  # keywords only: scored on the short path
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.plain = not (s.exclude or s.categories or s.query is not None or s.authors
+                          or s.similar_to or s.category_boost or s.upvotes_boost
+                          or s.recency_boost)
 
     @property
     def name(self) -> str:
@@ -97,13 +105,19 @@ class _Compiled:
 
 @dataclass
 class _Hits:
-    """What one paper's text holds: occurrences per (term atom, field)."""
+    """What one paper's text holds: occurrences per term atom, per field."""
 
-    counts: dict[tuple[int, str], int]
+    by_atom: dict[int, dict[str, int]]
+
+    @property
+    def counts(self) -> dict[tuple[int, str], int]:
+        return {(atom, f): n for atom, fields in self.by_atom.items() for f, n in fields.items()}
 
     def count(self, atom: int, restriction: str | None) -> dict[str, int]:
-        fields = FIELDS if restriction is None else (restriction,)
-        return {f: self.counts[(atom, f)] for f in fields if (atom, f) in self.counts}
+        fields = self.by_atom.get(atom)
+        if not fields or restriction is None:
+            return fields or {}
+        return {restriction: fields[restriction]} if restriction in fields else {}
 
 
 class Matcher:
@@ -122,6 +136,7 @@ class Matcher:
         self._regexes: list[tuple[int, re.Pattern[str]]] = []
         self.watchlists: dict[str, _Compiled] = {}
         self._by_atom: dict[int, set[str]] = defaultdict(set)
+        self._postings: dict[int, list[tuple[str, _Use]]] = defaultdict(list)
         self._dense: set[str] = set()  # watchlists scored for every paper
         self._by_category: dict[str, set[str]] = defaultdict(set)
         self._by_author: dict[str, set[str]] = defaultdict(set)
@@ -138,7 +153,10 @@ class Matcher:
                                                   "exclude-query" if negated else "query"))
             for term in settings.exclude:
                 compiled.uses.append(_Use(term, self._atom(term), 0.0, "exclude"))
+            for order, use in enumerate(compiled.uses):
+                use.order = order
             for use in compiled.uses:
+                self._postings[use.atom].append((settings.name, use))
                 if use.role in ("keyword", "query") and use.weight > 0:
                     self._by_atom[use.atom].add(settings.name)
             for rule in settings.authors:
@@ -176,29 +194,41 @@ class Matcher:
     # ----------------------------------------------------------------- text scanning
 
     def hits(self, paper: Paper) -> _Hits:
-        counts: dict[tuple[int, str], int] = defaultdict(int)
+        by_atom: dict[int, dict[str, int]] = {}
         for field_name, raw in (("title", paper.title), ("abstract", paper.abstract)):
             text = normalise(raw)
             if not self._empty:
                 length = len(text)
                 for end, entries in self._automaton.iter(text):
+                    after_is_word = end + 1 < length and is_word_char(text[end + 1])
                     for atom, is_prefix, size in entries:
                         start = end - size + 1
                         if start > 0 and is_word_char(text[start - 1]):
                             continue
-                        if not is_prefix and end + 1 < length and is_word_char(text[end + 1]):
+                        if after_is_word and not is_prefix:
                             continue
-                        counts[(atom, field_name)] += 1
+                        fields = by_atom.setdefault(atom, {})
+                        fields[field_name] = fields.get(field_name, 0) + 1
             for atom, pattern in self._regexes:
                 found = len(pattern.findall(raw))
                 if found:
-                    counts[(atom, field_name)] += found
-        return _Hits(dict(counts))
+                    fields = by_atom.setdefault(atom, {})
+                    fields[field_name] = fields.get(field_name, 0) + found
+        return _Hits(by_atom)
+
+    def _hit_uses(self, hits: _Hits) -> dict[str, list[_Use]]:
+        """For each watchlist, the uses of its terms that this paper's text contains."""
+        out: dict[str, list[_Use]] = defaultdict(list)
+        for atom, fields in hits.by_atom.items():
+            for name, use in self._postings.get(atom, ()):
+                if use.term.field is None or use.term.field in fields:
+                    out[name].append(use)
+        return out
 
     def touched(self, paper: Paper, hits: _Hits) -> set[str]:
         """The watchlists that have any reason to look at this paper."""
         names = set(self._dense)
-        for atom, _ in hits.counts:
+        for atom in hits.by_atom:
             names |= self._by_atom.get(atom, set())
         for author in paper.authors:
             parts = normalise_name(author).split()
@@ -214,9 +244,11 @@ class Matcher:
                 names: Iterable[str] | None = None) -> list[Explanation]:
         """The verdict of each watchlist (all of them unless ``names`` says)."""
         hits = self.hits(paper)
+        hit_uses = self._hit_uses(hits)
         vector = self._vector(paper)
         chosen = self.watchlists if names is None else {n: self.watchlists[n] for n in names}
-        return [self._score(paper, hits, vector, w, now) for w in chosen.values()]
+        return [self._score(paper, hits, hit_uses.get(w.name, []), vector, w, now)
+                for w in chosen.values()]
 
     def match(self, paper: Paper, *, now: datetime,
               names: Iterable[str] | None = None) -> list[Match]:
@@ -225,13 +257,27 @@ class Matcher:
         touched = self.touched(paper, hits)
         if names is not None:
             touched &= set(names)
+        if not touched:
+            return []
+        hit_uses = self._hit_uses(hits)
         vector = self._vector(paper) if touched & self._dense else None
         out = []
         for name in sorted(touched):
-            explanation = self._score(paper, hits, vector, self.watchlists[name], now)
+            explanation = self._score(paper, hits, hit_uses.get(name, []), vector,
+                                      self.watchlists[name], now)
             if explanation.passed:
                 out.append(Match(paper=paper, watchlist=name, score=explanation.score,
                                  reasons=explanation.reasons))
+        return out
+
+    def match_many(self, papers: Iterable[Paper], *, now: datetime,
+                   names: Iterable[str] | None = None) -> dict[str, list[Match]]:
+        """Every paper against every watchlist (or ``names``), in one pass over the papers."""
+        wanted = None if names is None else list(names)
+        out: dict[str, list[Match]] = {name: [] for name in (wanted or self.watchlists)}
+        for paper in papers:
+            for match in self.match(paper, now=now, names=wanted):
+                out[match.watchlist].append(match)
         return out
 
     def select(self, papers: Iterable[Paper], name: str, *, now: datetime) -> list[Match]:
@@ -244,21 +290,24 @@ class Matcher:
             return None
         return self.similarity.vector(f"{paper.title}. {paper.abstract}")
 
-    def _score(self, paper: Paper, hits: _Hits, vector: Vector | None, w: _Compiled,
-               now: datetime) -> Explanation:
+    def _score(self, paper: Paper, hits: _Hits, hit_uses: list[_Use], vector: Vector | None,
+               w: _Compiled, now: datetime) -> Explanation:
+        if w.plain:
+            return _score_keywords(hits, hit_uses, w)
         s = w.settings
         reasons: list[Reason] = []
+        evidence = False
 
         def verdict(text: str) -> Explanation:
             return Explanation(w.name, round(sum(r.points for r in reasons), 4),
                                tuple(reasons), text)
 
-        for use in w.uses:
+        if len(hit_uses) > 1:
+            hit_uses = sorted(hit_uses, key=_by_order)
+        for use in hit_uses:
             if use.role == "exclude":
-                found = hits.count(use.atom, use.term.field)
-                if found:
-                    where = " and ".join(found)
-                    return verdict(f'vetoed by exclusion "{use.term.text}" in {where}')
+                where = " and ".join(hits.count(use.atom, use.term.field))
+                return verdict(f'vetoed by exclusion "{use.term.text}" in {where}')
         if s.categories:
             listed = ((paper.primary_category or (paper.categories[:1] or [None])[0],)
                       if s.primary_only else paper.categories)
@@ -270,37 +319,76 @@ class Matcher:
             only = not s.keywords and s.query is None and not s.authors and not s.similar_to
             reasons.append(Reason("category", shared[0],
                                   points=CATEGORY_ONLY_POINTS if only else 0.0))
+            evidence = only
         if s.query is not None:
-            matched = {u.term for u in w.uses if u.role in ("query", "exclude-query", "keyword")
-                       and hits.count(u.atom, u.term.field)}
+            matched = {(u.term.key, u.term.field) for u in hit_uses
+                       if u.role in ("query", "exclude-query", "keyword")}
             if not evaluate(s.query, matched):
                 return verdict(f"query not satisfied: {s.query_text}")
-        for use in w.uses:
-            if use.role not in ("keyword", "query"):
+        for use in hit_uses:
+            if use.role != "keyword" and use.role != "query":
                 continue
+            kind = "term" if use.weight > 0 else "negative"
+            evidence = evidence or use.weight > 0
             for field_name, count in hits.count(use.atom, use.term.field).items():
-                points = term_points(use.weight, FACTORS[field_name], count)
-                kind = "term" if use.weight > 0 else "negative"
+                repeats = count - 1 if count <= REPEAT_CAP else REPEAT_CAP
+                points = use.weight * FACTORS[field_name] * (1 + REPEAT_BONUS * repeats)
                 reasons.append(Reason(kind, use.term.text, field_name, round(points, 4), count,
                                       use.weight))
         for rule in s.authors:
             for author in paper.authors:
                 if author_matches(rule, author):
                     reasons.append(Reason("author", author, "authors", AUTHOR_POINTS))
+                    evidence = True
                     break
         if w.profile is not None and vector is not None:
             similarity, shared_terms = compare(w.profile, vector)
-            if similarity >= s.min_similarity:
+            if similarity >= s.min_similarity and s.similarity_weight > 0:
                 reasons.append(Reason("similar", ", ".join(shared_terms), "text",
                                       round(s.similarity_weight * similarity, 4)))
-        evidence = any(r.points > 0 for r in reasons)
+                evidence = True
         if not evidence:
             return verdict("no term, author, category or seed matched")
-        reasons.extend(_boosts(paper, s, now))
+        if s.category_boost or s.upvotes_boost or s.recency_boost:
+            reasons.extend(_boosts(paper, s, now))
         total = round(sum(r.points for r in reasons), 4)
         if total < s.min_score:
             return verdict(f"score {total:g} below min_score {s.min_score:g}")
         return Explanation(w.name, total, tuple(reasons))
+
+
+def _by_order(use: _Use) -> int:
+    return use.order
+
+
+def _score_keywords(hits: _Hits, hit_uses: list[_Use], w: _Compiled) -> Explanation:
+    """The short path for a watchlist of keywords alone; the same result as the long one."""
+    if len(hit_uses) > 1:
+        hit_uses = sorted(hit_uses, key=_by_order)
+    reasons = []
+    total = 0.0
+    evidence = False
+    for use in hit_uses:
+        weight = use.weight
+        kind = "term" if weight > 0 else "negative"
+        evidence = evidence or weight > 0
+        fields = hits.by_atom[use.atom]
+        for field_name in (use.term.field,) if use.term.field else fields:
+            count = fields.get(field_name, 0)
+            if not count:
+                continue
+            repeats = count - 1 if count <= REPEAT_CAP else REPEAT_CAP
+            points = round(weight * FACTORS[field_name] * (1 + REPEAT_BONUS * repeats), 4)
+            total += points
+            reasons.append(Reason(kind, use.term.text, field_name, points, count, weight))
+    total = round(total, 4)
+    if not evidence:
+        return Explanation(w.name, total, tuple(reasons),
+                           "no term, author, category or seed matched")
+    if total < w.settings.min_score:
+        return Explanation(w.name, total, tuple(reasons),
+                           f"score {total:g} below min_score {w.settings.min_score:g}")
+    return Explanation(w.name, total, tuple(reasons))
 
 
 def _boosts(paper: Paper, s: WatchlistSettings, now: datetime) -> list[Reason]:

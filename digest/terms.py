@@ -280,10 +280,10 @@ def query_terms(query: Query, *, negated: bool = False) -> list[tuple[Term, bool
     return out
 
 
-def evaluate(query: Query, matched: set[Term]) -> bool:
-    """Whether a query holds, given the terms that matched (each in its own field)."""
+def evaluate(query: Query, matched: set[tuple[tuple[str, str], str | None]]) -> bool:
+    """Whether a query holds, given the (term key, field) pairs that matched."""
     if isinstance(query, Term):
-        return query in matched
+        return (query.key, query.field) in matched
     if isinstance(query, Not):
         return not evaluate(query.child, matched)
     if isinstance(query, All):

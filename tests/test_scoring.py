@@ -286,3 +286,22 @@ def test_highlight_spans_merge_overlaps_and_understand_wildcards():
     text = "The key-value cache of LoRA models, quantized"
     spans = highlight_spans(text, ("key-value cache", "value cache", "LoRA", "quantiz*"))
     assert [text[a:b] for a, b in spans] == ["key-value cache", "LoRA", "quantiz"]
+
+
+def test_a_query_term_also_written_as_a_keyword_still_counts_for_the_query():
+    w = watchlist(keywords=["KV cache"], query='"KV cache" OR "prefix caching"')
+    match = score(make_paper(title="Sharing the KV Cache Across Layers"), w)
+    assert match is not None and match.score == 2.0  # counted once, as the keyword
+
+
+def test_the_short_path_for_keyword_only_watchlists_agrees_with_the_long_one():
+    w = watchlist(keywords=["LoRA", ("benchmark", -0.5), "title:adapter*", "KV cache"],
+                  min_score=1.5)
+    papers = [make_paper(title="LoRA adapters", abstract="LoRA LoRA benchmark KV caches"),
+              make_paper(title="benchmark", abstract="adapters"),
+              make_paper(abstract="LoRA")]
+    short, long = Matcher([w]), Matcher([w])
+    long.watchlists["w"].plain = False
+    assert short.watchlists["w"].plain
+    for paper in papers:
+        assert short.explain(paper, now=NOW) == long.explain(paper, now=NOW)

@@ -216,10 +216,23 @@ class Store:
         return [r[0] for r in self.db.execute(
             "SELECT source FROM sightings WHERE paper_key = ? ORDER BY source", [key])]
 
+    def recent(self, since: datetime) -> list[Paper]:
+        """Papers first seen since ``since``, oldest first."""
+        rows = self.db.query("SELECT * FROM papers WHERE first_seen >= ? "
+                             "ORDER BY first_seen, key", [_iso(since)])
+        return [_paper_from_row(row) for row in rows]
+
+    def candidate_keys(self, channel: str, since: datetime) -> set[str]:
+        """Keys of the papers first seen since ``since`` this channel has not had or queued."""
+        return {row["key"] for row in self._candidates(channel, since, "p.key")}
+
     def candidates(self, channel: str, since: datetime) -> list[Paper]:
         """Papers first seen since ``since`` that this channel has not had or queued."""
-        rows = self.db.query(
-            """SELECT * FROM papers p
+        return [_paper_from_row(row) for row in self._candidates(channel, since, "*")]
+
+    def _candidates(self, channel: str, since: datetime, columns: str) -> Iterable[dict]:
+        return self.db.query(
+            f"""SELECT {columns} FROM papers p
                WHERE p.first_seen >= ?
                  AND NOT EXISTS (SELECT 1 FROM deliveries d
                                  WHERE d.channel = ? AND d.paper_key = p.key)
@@ -230,7 +243,6 @@ class Store:
                ORDER BY p.first_seen, p.key""",
             [_iso(since), channel, channel],
         )
-        return [_paper_from_row(row) for row in rows]
 
     # ------------------------------------------------------------------ digests
 
