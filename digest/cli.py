@@ -169,9 +169,9 @@ def _explain(settings: Settings, wanted: str) -> int:
 def format_explanations(paper: Paper, explanations: list[Explanation],
                         settings: Settings) -> str:
     minimum = {w.name: w.min_score for w in settings.watchlists}
-    lines = [f"{paper.key}  {paper.title}"]
+    lines = [f"{paper.key}  {printable(paper.title)}"]
     if paper.authors:
-        lines.append(f"  {', '.join(paper.authors[:8])}")
+        lines.append(f"  {printable(', '.join(paper.authors[:8]))}")
     facts = [", ".join(paper.categories)] if paper.categories else []
     if paper.upvotes is not None:
         facts.append(f"{paper.upvotes} upvotes")
@@ -186,7 +186,7 @@ def format_explanations(paper: Paper, explanations: list[Explanation],
             detail = ""
             if r.kind in ("term", "negative"):
                 detail = f" (weight {r.weight:g}, {r.count}x)"
-            lines.append(f"    {r.points:+7.2f}  {r.describe()}{detail}")
+            lines.append(f"    {r.points:+7.2f}  {printable(r.describe())}{detail}")
     return "\n".join(lines)
 
 

@@ -146,6 +146,48 @@ def test_smtp_faults(tmp_path, capsys, smtp, mode, seen, status):
         assert row[0] == "failed_permanent" and "550" in row[1]
 
 
+def test_smtp_connection_dropped_in_the_middle_of_data(tmp_path, capsys, smtp):
+    """A raw server that takes part of the message, then hangs up without a reply."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    received = []
+
+    def serve_once() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(b"220 test ESMTP\r\n")
+            reader = conn.makefile("rb")
+            while line := reader.readline():
+                verb = line[:4].upper()
+                if verb in (b"EHLO", b"HELO"):
+                    conn.sendall(b"250 test\r\n")
+                elif verb in (b"MAIL", b"RCPT"):
+                    conn.sendall(b"250 ok\r\n")
+                elif verb == b"DATA":
+                    conn.sendall(b"354 go ahead\r\n")
+                    received.append(reader.read(512))  # part of the message, then gone
+                    return
+
+    thread = threading.Thread(target=serve_once, daemon=True)
+    thread.start()
+    config = config_for(tmp_path, sources=LOCAL_SOURCE, channels=mail_channel(port),
+                        channel_names='"mail"')
+    code, out = run(config, capsys)
+    thread.join(5)
+    listener.close()
+    assert code == 1 and received and received[0].startswith(b"Subject:")
+    assert "efficient-llms -> mail: 5 papers, failed_temporary" in out
+    assert "the server closed the connection" in out
+    handler, good_port = smtp
+    config.write_text(config.read_text().replace(f"smtp_port = {port}",
+                                                 f"smtp_port = {good_port}"))
+    code, out = run(config, capsys)
+    assert code == 0 and len(handler.messages) == 1  # the same digest, whole this time
+
+
 def test_smtp_connection_refused(tmp_path, capsys):
     config = config_for(tmp_path, sources=LOCAL_SOURCE, channels=mail_channel(free_port()),
                         channel_names='"mail"')

@@ -262,3 +262,22 @@ def test_outbox_writes_instead_of_sending(world, tmp_path):
     assert {d.status for d in report.deliveries} == {"written"}
     messages = json.loads((tmp_path / "out" / "0002-lora-chat.json").read_text())
     assert messages[0]["blocks"][0]["type"] == "header"
+
+
+def test_similar_to_uses_stored_seed_papers_and_the_stores_vocabulary(world, caplog):
+    world.config.write_text(world.config.read_text().replace('''[channels.mail]''', '''
+[[watchlists]]
+name = "like-these"
+similar_to = ["2611.00001", "2611.99999"]
+min_similarity = 0.3
+channels = ["chat"]
+[channels.mail]'''))
+    world.feeds[ARXIV] = httpx.Response(200, content=rss(
+        ("2611.00001", "Speech adapters with low rank", "Adapters for speech recognition."),
+        ("2611.00005", "Low rank speech adapters revisited", "Speech recognition adapters."),
+        ("2611.00006", "Unrelated optics", "Lenses and mirrors.")))
+    report = world.run(watchlists=["like-these"])
+    assert [w.matched for w in report.watchlists] == [2]  # the seed itself and its neighbour
+    assert "seed 2611.99999 is not in the store yet" in caplog.text
+    sent = world.sent["chat"][0]
+    assert sorted(sent["keys"]) == ["arxiv:2611.00001", "arxiv:2611.00005"]
