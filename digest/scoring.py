@@ -19,7 +19,7 @@ import ahocorasick
 from digest.config import AuthorRule, WatchlistSettings
 from digest.models import Match, Paper, Reason, fold_text
 from digest.similarity import SimilarityIndex, Vector, compare
-from digest.terms import Term, evaluate, is_word_char, normalise, parse_term, query_terms
+from digest.terms import Term, evaluate, parse_term, query_terms, word_text
 
 TITLE_FACTOR = 2.0  # a term in the title says more than the same term in the abstract
 ABSTRACT_FACTOR = 1.0
@@ -172,13 +172,15 @@ class Matcher:
                     self._dense.add(settings.name)
             self.watchlists[settings.name] = compiled
         self._automaton = ahocorasick.Automaton()
-        variants: dict[str, list[tuple[int, bool, int]]] = defaultdict(list)
+        variants: dict[str, list[int]] = defaultdict(list)
         for atom, term in enumerate(self._atom_terms):
-            if term.kind == "regex":
+            if not term.wordy:  # regexes, and terms with symbols such as C++
                 self._regexes.append((atom, term.compiled()))
                 continue
             for variant in term.variants():
-                variants[variant].append((atom, term.kind == "prefix", len(variant)))
+                # ' word ' in word_text() is a whole word; a prefix leaves the end open
+                key = f" {variant}" if term.kind == "prefix" else f" {variant} "
+                variants[key].append(atom)
         for variant, entries in variants.items():
             self._automaton.add_word(variant, tuple(entries))
         if variants:
@@ -196,17 +198,9 @@ class Matcher:
     def hits(self, paper: Paper) -> _Hits:
         by_atom: dict[int, dict[str, int]] = {}
         for field_name, raw in (("title", paper.title), ("abstract", paper.abstract)):
-            text = normalise(raw)
             if not self._empty:
-                length = len(text)
-                for end, entries in self._automaton.iter(text):
-                    after_is_word = end + 1 < length and is_word_char(text[end + 1])
-                    for atom, is_prefix, size in entries:
-                        start = end - size + 1
-                        if start > 0 and is_word_char(text[start - 1]):
-                            continue
-                        if after_is_word and not is_prefix:
-                            continue
+                for _, atoms in self._automaton.iter(word_text(raw)):
+                    for atom in atoms:
                         fields = by_atom.setdefault(atom, {})
                         fields[field_name] = fields.get(field_name, 0) + 1
             for atom, pattern in self._regexes:

@@ -29,8 +29,15 @@ def normalise(text: str) -> str:
     return " ".join(_SEPARATORS.sub(" ", text.casefold()).split())
 
 
-def is_word_char(ch: str) -> bool:
-    return ch.isalnum()
+_PUNCTUATION = re.compile(r"[^\w\s\-\u2010\u2011\u2012\u2013\u2014/]")
+
+
+def word_text(text: str) -> str:
+    """The normal form with a space on each side of every word, and a mark where
+    punctuation stood, so that a whole word is simply ' word ' and no phrase runs across
+    a comma or a bracket."""
+    marked = _PUNCTUATION.sub(" \x01 ", text.casefold())
+    return " " + " ".join(_SEPARATORS.sub(" ", marked).split()) + " "
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,12 @@ class Term:
             forms.update(_joinings((*head, ending)))
         return frozenset(forms)
 
+    @property
+    def wordy(self) -> bool:
+        """Made of letters and digits only, so the automaton can match it by whole words."""
+        return self.kind != "regex" and all(
+            ch.isalnum() or ch == " " for variant in self.variants() for ch in variant)
+
     def compiled(self) -> re.Pattern[str]:
         """A regex over raw text with the same meaning, for highlighting and baselines."""
         if self.kind == "regex":
@@ -71,9 +84,9 @@ class Term:
         else:
             tail = "(?:" + "|".join(re.escape(f) for f in sorted(plural_forms(last),
                                                                    key=len, reverse=True)) + ")"
-            end = r"(?!\w)"
+            end = r"(?![^\W_])"  # an underscore separates words, as in the normal form
         body = separator.join([*(re.escape(t) for t in head), tail])
-        return re.compile(r"(?<!\w)" + body + end, re.IGNORECASE)
+        return re.compile(r"(?<![^\W_])" + body + end, re.IGNORECASE)
 
 
 def plural_forms(token: str) -> frozenset[str]:

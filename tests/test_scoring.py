@@ -78,6 +78,11 @@ def score(paper, w, **matcher_args):
         pytest.param("quantiz*", "dequantization", False, id="wildcard-left-boundary"),
         pytest.param("/llama-?[23]/", "we fine-tune Llama-2 and LLaMA3", True, id="regex"),
         pytest.param("C++", "written in C++ for speed", True, id="symbols"),
+        pytest.param("C++", "written in C for speed", False, id="symbols-need-symbols"),
+        pytest.param("key value cache", "key, value cache", False, id="no-phrase-across-comma"),
+        pytest.param("LoRA", "LoRA's rank", True, id="apostrophe-ends-a-word"),
+        pytest.param("LoRA", "(LoRA)", True, id="brackets"),
+        pytest.param("GPT-4", "we test GPT 4 and GPT-4o", True, id="digits"),
     ],
 )
 def test_term_matching(term, text, matches):
@@ -89,7 +94,8 @@ def test_term_matching(term, text, matches):
 def test_automaton_and_regex_agree(term):
     """The matcher's automaton and the term's own regex mean the same."""
     texts = ["key value caches and keyvalue cache", "quantization of LoRA", "Llama-2 llama3",
-             "exploration", "LoRAs everywhere", "KV cache"]
+             "exploration", "LoRAs everywhere", "KV cache", "key, value cache", "(LoRA's)",
+             "de-quantization and re-quantized", "LoRA_adapter"]
     parsed = parse_term(term)
     w = watchlist(keywords=[term])
     for text in texts:
