@@ -58,3 +58,4 @@ def test_normalise_doi_rejects_non_dois():
 
 def test_fold_text():
     assert fold_text("  Ångström\tMÜLLER ") == "angstrom muller"
+

@@ -7,13 +7,12 @@ http ids, ``scheme`` on primary_category) are read by the same code.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 
 from digest.config import ARXIV_API_MAX_RESULTS, SourceSettings
 from digest.errors import ParseError
 from digest.http import Fetcher, is_local
 from digest.models import Paper, paper_key, parse_arxiv_id
-from digest.sources.base import Batch, SourceState, clean_text, parse_xml
+from digest.sources.base import Batch, SourceState, clean_text, parse_timestamp, parse_xml
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +58,7 @@ def _entry(entry, entry_id: str, source: str) -> Paper:  # type: ignore[no-untyp
         if node.get("rel") == "alternate" and node.get("href"):
             link = node.get("href")
     doi = clean_text(entry.findtext("arxiv:doi", namespaces=NS)) or None
-    published = None
-    if text := entry.findtext("atom:published", namespaces=NS):
-        try:
-            published = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-        except ValueError:
-            published = None
+    published = parse_timestamp(entry.findtext("atom:published", namespaces=NS))
     return Paper(
         key=paper_key(arxiv_id=arxiv_id, doi=doi, link=link, title=title, authors=authors),
         title=title,

@@ -7,13 +7,19 @@ this format is read directly. Listings are empty on weekends and holidays.
 from __future__ import annotations
 
 import re
-from email.utils import parsedate_to_datetime
 
 from digest.config import SourceSettings
 from digest.errors import ParseError
 from digest.http import Fetcher
 from digest.models import Paper, paper_key, parse_arxiv_id
-from digest.sources.base import Batch, SourceState, clean_text, parse_xml, split_authors
+from digest.sources.base import (
+    Batch,
+    SourceState,
+    clean_text,
+    parse_timestamp,
+    parse_xml,
+    split_authors,
+)
 
 BASE_URL = "https://rss.arxiv.org/rss/"
 NS = {
@@ -57,12 +63,7 @@ def _item(item, source: str) -> Paper:  # type: ignore[no-untyped-def]
         announce = head.group("type")
     categories = tuple(clean_text(c.text) for c in item.iterfind("category") if c.text)
     doi = clean_text(item.findtext("arxiv:DOI", namespaces=NS)) or None
-    published = None
-    if pub := item.findtext("pubDate"):
-        try:
-            published = parsedate_to_datetime(pub)
-        except (TypeError, ValueError):
-            published = None
+    published = parse_timestamp(item.findtext("pubDate"))
     title = clean_text(item.findtext("title"))
     authors = split_authors(item.findtext("dc:creator", namespaces=NS) or "")
     return Paper(

@@ -6,6 +6,8 @@ import html
 import logging
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 
 from lxml import etree
 
@@ -95,6 +97,21 @@ def parse_xml(content: bytes, *, what: str) -> etree._Element:
     if etree.QName(root).localname.lower() == "html":
         raise ParseError(f"{what}: got an HTML page, not a feed")
     return root
+
+
+def parse_timestamp(text: object) -> datetime | None:
+    """An ISO 8601 (2026-11-19T01:12:00.000Z) or RFC 2822 date, or None if it is neither."""
+    if not text:
+        return None
+    value = str(text).strip()
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            moment = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def clean_text(text: str | None) -> str:

@@ -20,6 +20,7 @@ from digest.sources.base import (
     Batch,
     SourceState,
     clean_text,
+    parse_timestamp,
     parse_xml,
     prepare_xml,
     strip_html,
@@ -102,12 +103,7 @@ def parse_json_feed(content: bytes, *, source: str = "feed") -> list[Paper]:
         item_authors = item.get("authors") or ([item["author"]] if item.get("author") else [])
         authors = tuple(clean_text(a.get("name")) for a in (item_authors or feed_authors)
                         if isinstance(a, dict) and a.get("name"))
-        published = None
-        if stamp := item.get("date_published"):
-            try:
-                published = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
-            except ValueError:
-                published = None
+        published = parse_timestamp(item.get("date_published"))
         papers.append(Paper(
             # A JSON Feed id is only unique within its feed, so the link comes first.
             key=paper_key(arxiv_id=arxiv_id, link=link,

@@ -7,14 +7,13 @@ to is ``submittedOnDailyAt`` (``publishedAt`` is the arXiv date); upvotes are ke
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
 from digest.config import SourceSettings
 from digest.errors import ParseError
 from digest.http import Fetcher
 from digest.models import Paper, paper_key, parse_arxiv_id
-from digest.sources.base import Batch, SourceState, clean_text
+from digest.sources.base import Batch, SourceState, clean_text, parse_timestamp
 
 BASE_URL = "https://huggingface.co/api/daily_papers"
 
@@ -50,12 +49,7 @@ def _paper(entry: dict[str, Any], source: str) -> Paper:
     authors = tuple(clean_text(a.get("name")) for a in paper.get("authors") or []
                     if isinstance(a, dict) and a.get("name"))
     upvotes = paper.get("upvotes")
-    published = None
-    if text := paper.get("submittedOnDailyAt"):
-        try:
-            published = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-        except ValueError:
-            published = None
+    published = parse_timestamp(paper.get("submittedOnDailyAt"))
     link = f"https://huggingface.co/papers/{raw_id}" if raw_id else ""
     return Paper(
         key=paper_key(arxiv_id=arxiv_id, link=link, title=title, authors=authors),
