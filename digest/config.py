@@ -159,6 +159,7 @@ class ChannelSettings:
     smtp_host: str = "localhost"
     smtp_port: int = 587
     security: str = "starttls"
+    ca_file: Path | None = None  # a private CA to trust, for an internal relay
     username_env: str | None = None
     password_env: str | None = None
     sender: str = ""
@@ -609,8 +610,8 @@ def _read_watchlists(reader: _Reader, raw: Any) -> tuple[WatchlistSettings, ...]
 
 
 CHANNEL_KEYS: dict[str, tuple[str, ...]] = {
-    "email": ("smtp_host", "smtp_port", "security", "username_env", "password_env", "from",
-              "to", "subject", "unsubscribe", "timeout_seconds"),
+    "email": ("smtp_host", "smtp_port", "security", "ca_file", "username_env", "password_env",
+              "from", "to", "subject", "unsubscribe", "timeout_seconds"),
     "slack": ("webhook_url_env", "timeout_seconds"),
 }
 
@@ -656,6 +657,7 @@ def _read_channels(
                                    _in_range(1, 65535)),
             security=reader.value(table, "security", path, str, d.security,
                                   _one_of(("starttls", "ssl", "none"))),
+            ca_file=_optional_path(reader.value(table, "ca_file", path, str, None)),
             username_env=username_env,
             password_env=password_env,
             sender=reader.value(table, "from", path, str, "",
@@ -672,6 +674,10 @@ def _read_channels(
             webhook_url=secret(webhook_env),
         )
     return channels
+
+
+def _optional_path(value: str | None) -> Path | None:
+    return Path(value).expanduser() if value else None
 
 
 def _subject(value: str) -> str | None:

@@ -118,6 +118,9 @@ def preflight(
     if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK):
         problems.append(("store.path", f"cannot create {settings.store.path}: "
                                        f"{existing or directory} is not a writable folder"))
+    for name, channel in settings.channels.items():
+        if channel.ca_file and not channel.ca_file.is_file():
+            problems.append((f"channels.{name}.ca_file", f"no such file: {channel.ca_file}"))
     for i, source in enumerate(settings.sources):
         if source.enabled and source.url and is_local(source.url):
             path = local_path(source.url)

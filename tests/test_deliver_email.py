@@ -181,3 +181,64 @@ def test_connection_refused_is_a_temporary_failure():
     with pytest.raises(DeliveryError, match="connection refused") as caught:
         channel.send(channel.compose(digest()).payload)
     assert not caught.value.permanent
+
+
+# ----------------------------------------------------------------- TLS, for real
+
+
+@pytest.fixture(scope="module")
+def tls_ca(tmp_path_factory):
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    folder = tmp_path_factory.mktemp("tls")
+    ca.cert_pem.write_to_path(str(folder / "ca.pem"))
+    return ca, cert, folder / "ca.pem"
+
+
+def _tls_server(cert, *, implicit: bool):
+    import ssl as ssl_module
+
+    from aiosmtpd.controller import Controller
+    from conftest import SmtpInbox, free_port
+
+    context = ssl_module.SSLContext(ssl_module.PROTOCOL_TLS_SERVER)
+    cert.configure_cert(context)
+    inbox, port = SmtpInbox(), free_port()
+    if implicit:
+        controller = Controller(inbox, hostname="127.0.0.1", port=port, ssl_context=context)
+    else:
+        controller = Controller(inbox, hostname="127.0.0.1", port=port, tls_context=context,
+                                require_starttls=True)
+    controller.start()
+    return controller, inbox, port
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("security", ["starttls", "ssl"])
+def test_tls_to_a_real_server_with_verified_certificates(tls_ca, security):
+    _, cert, ca_file = tls_ca
+    controller, inbox, port = _tls_server(cert, implicit=security == "ssl")
+    try:
+        channel = EmailChannel(settings(smtp_port=port, security=security, ca_file=ca_file,
+                                        smtp_host="127.0.0.1"), renderer=Renderer())
+        channel.send(channel.compose(digest()).payload)
+        channel.close()
+    finally:
+        controller.stop()
+    assert len(inbox.messages) == 1
+
+
+@pytest.mark.integration
+def test_an_untrusted_certificate_is_refused(tls_ca):
+    _, cert, _ = tls_ca
+    controller, inbox, port = _tls_server(cert, implicit=False)
+    try:
+        channel = EmailChannel(settings(smtp_port=port, security="starttls"),
+                               renderer=Renderer())
+        with pytest.raises(DeliveryError, match="CERTIFICATE_VERIFY_FAILED|certificate"):
+            channel.send(channel.compose(digest()).payload)
+    finally:
+        controller.stop()
+    assert inbox.messages == []

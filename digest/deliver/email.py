@@ -106,6 +106,11 @@ class EmailChannel:
 
     # ---------------------------------------------------------------- send
 
+    def _tls(self) -> ssl.SSLContext:
+        """Certificates are always verified; ca_file adds a private CA to trust."""
+        ca_file = self.settings.ca_file
+        return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
         factory = self._smtp_factory
@@ -114,7 +119,7 @@ class EmailChannel:
                 smtp = factory(s.smtp_host, s.smtp_port, timeout=s.timeout_seconds)
             elif s.security == "ssl":
                 smtp = smtplib.SMTP_SSL(s.smtp_host, s.smtp_port, timeout=s.timeout_seconds,
-                                        context=ssl.create_default_context())
+                                        context=self._tls())
             else:
                 smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.timeout_seconds)
         except (smtplib.SMTPException, OSError) as exc:
@@ -138,7 +143,7 @@ class EmailChannel:
                 if not smtp.has_extn("starttls"):
                     raise DeliveryError(f"SMTP server {where} does not offer STARTTLS; set "
                                         'security = "ssl" or "none"', channel=s.name)
-                smtp.starttls(context=ssl.create_default_context())
+                smtp.starttls(context=self._tls())
                 smtp.ehlo()
             if s.username and s.password:
                 if not smtp.has_extn("auth"):
