@@ -389,7 +389,7 @@ def _boosts(paper: Paper, s: WatchlistSettings, now: datetime) -> list[Reason]:
     boosts = []
     if s.category_boost:
         primary = paper.primary_category or (paper.categories[0] if paper.categories else None)
-        if primary in s.category_boost:
+        if primary is not None and primary in s.category_boost:
             boosts.append(Reason("boost", f"{primary} (primary)", "category",
                                  s.category_boost[primary]))
         else:

@@ -62,10 +62,10 @@ class SimilarityIndex:
 
     def profile(self, seeds: Iterable[str]) -> Vector:
         """The normalised centroid of the seed texts."""
-        total: Counter[str] = Counter()
+        total: dict[str, float] = {}
         for seed in seeds:
             for term, weight in self.vector(seed).items():
-                total[term] += weight
+                total[term] = total.get(term, 0.0) + weight
         norm = math.sqrt(sum(w * w for w in total.values())) or 1.0
         return {t: w / norm for t, w in total.items()}
 

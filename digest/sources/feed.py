@@ -59,7 +59,8 @@ def _entry(entry: Any, source: str) -> Paper:
     published = None
     stamp = entry.get("published_parsed") or entry.get("updated_parsed")
     if stamp:
-        published = datetime(*stamp[:6], tzinfo=UTC)
+        year, month, day, hour, minute, second = stamp[:6]
+        published = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
     categories = tuple(clean_text(t.get("term")) for t in entry.get("tags", []) if t.get("term"))
     return Paper(
         key=paper_key(arxiv_id=arxiv_id, doi=doi, guid=guid, link=link, title=title,

@@ -141,7 +141,7 @@ class Store:
         row = self.db.execute("SELECT * FROM papers WHERE key = ?", [paper.key]).fetchone()
         values = _paper_row(paper)
         if row is None:
-            self.db["papers"].insert({**values, "first_seen": stamp, "updated_at": stamp})
+            self.db.table("papers").insert({**values, "first_seen": stamp, "updated_at": stamp})
             return True
         old = dict(zip([d[0] for d in self.db.execute("SELECT * FROM papers LIMIT 0")
                         .description], row, strict=True))
@@ -162,7 +162,7 @@ class Store:
             merged["upvotes"] = paper.upvotes
         if merged != old:
             merged["updated_at"] = stamp
-            self.db["papers"].update(paper.key, merged)
+            self.db.table("papers").update(paper.key, merged)
         return False
 
     def record_source_error(self, source: str, error: str, now: datetime) -> None:
