@@ -26,8 +26,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_matching.py
 
 lint: $(STAMP)
-	$(BIN)/python -m pip install -qq ruff
+	$(BIN)/python -m pip install -qq -e '.[test,dev]'
 	$(BIN)/ruff check digest tests bench
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) outbox data/demo.db build dist *.egg-info
