@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 
+from lxml import etree
+
 from digest.config import ARXIV_API_MAX_RESULTS, SourceSettings
 from digest.errors import ParseError
 from digest.http import Fetcher, is_local
@@ -41,7 +43,7 @@ def parse(content: bytes, *, source: str = "arxiv_api") -> tuple[list[Paper], in
     return papers, total
 
 
-def _entry(entry, entry_id: str, source: str) -> Paper:  # type: ignore[no-untyped-def]
+def _entry(entry: etree._Element, entry_id: str, source: str) -> Paper:
     parsed = parse_arxiv_id(entry_id)
     arxiv_id, version = parsed if parsed else (None, None)
     title = clean_text(entry.findtext("atom:title", namespaces=NS))
@@ -55,8 +57,9 @@ def _entry(entry, entry_id: str, source: str) -> Paper:  # type: ignore[no-untyp
         categories = (primary_category, *categories)
     link = entry_id
     for node in entry.iterfind("atom:link", NS):
-        if node.get("rel") == "alternate" and node.get("href"):
-            link = node.get("href")
+        href = node.get("href")
+        if node.get("rel") == "alternate" and href:
+            link = href
     doi = clean_text(entry.findtext("arxiv:doi", namespaces=NS)) or None
     published = parse_timestamp(entry.findtext("atom:published", namespaces=NS))
     return Paper(

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from lxml import etree
+
 from digest.config import SourceSettings
 from digest.errors import ParseError
 from digest.http import Fetcher
@@ -49,7 +51,7 @@ def parse(content: bytes, *, source: str = "arxiv_rss") -> list[Paper]:
     return [_item(item, source) for item in channel.iterfind("item")]
 
 
-def _item(item, source: str) -> Paper:  # type: ignore[no-untyped-def]
+def _item(item: etree._Element, source: str) -> Paper:
     description = item.findtext("description") or ""
     head = _DESCRIPTION.match(description)
     abstract = description[head.end():] if head else description
