@@ -28,6 +28,7 @@ examples:
   paper-digest run --once --config config/demo.toml --outbox outbox
   paper-digest serve --config config/digest.toml
   paper-digest explain --config config/digest.toml 2611.04001
+  paper-digest status --config config/digest.toml
 """
 
 
@@ -66,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
         "paper-digest serve --config config/digest.toml")
     add("check", "Validate a config file and list every problem with its key path.",
         "paper-digest check --config config/digest.toml")
+    add("status", "Show each source's health and each channel's sent, waiting and failed "
+                  "digests.", "paper-digest status --config config/digest.toml")
     explain = add("explain", "Show how each watchlist scores a stored paper, part by part.",
                   'paper-digest explain --config config/digest.toml 2611.04001')
     explain.add_argument("paper", metavar="ID_OR_TITLE",
@@ -89,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(settings)
         if args.command == "explain":
             return _explain(settings, args.paper)
+        if args.command == "status":
+            return _status(settings)
         return _run(settings, args)
     except ConfigError as exc:
         _print_config_error(exc)
@@ -144,6 +149,47 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
                       progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(format_report(report, outbox=args.outbox))
     return EXIT_OK if report.ok else EXIT_PARTIAL
+
+
+def _status(settings: Settings) -> int:
+    """What the store knows: the health of sources and the state of deliveries."""
+    from digest.store import Store
+
+    if not settings.store.path.exists():
+        print(f"{settings.store.path}: no store yet; run 'paper-digest run --once' first")
+        return EXIT_OK
+    healthy = True
+    with Store.open(settings.store.path) as store:
+        print(f"store: {settings.store.path}, {store.papers_count()} papers")
+        print("sources:")
+        health = {row["source"]: row for row in store.source_health()}
+        for source in settings.sources:
+            row = health.get(source.name)
+            if row is None:
+                print(f"  {source.name}: never fetched")
+            elif row["consecutive_failures"]:
+                healthy = False
+                print(f"  {source.name}: FAILING, {row['consecutive_failures']} run(s) in a row "
+                      f"since last success {row['last_success'] or 'never'}: "
+                      f"{printable(row['last_error'] or '')}")
+            else:
+                print(f"  {source.name}: ok, last success {row['last_success']}")
+        print("channels:")
+        counts = store.digest_counts()
+        for name in settings.channels:
+            rows = [r for r in counts if r["channel"] == name]
+            if not rows:
+                print(f"  {name}: nothing sent yet")
+            for r in rows:
+                label = {"sent": "sent", "pending": "waiting to be sent",
+                         "failed_temporary": "FAILED, retried next run",
+                         "failed_permanent": "FAILED for good"}[r["status"]]
+                error = (f": {printable(r['last_error'])}"
+                         if r["status"].startswith("failed") and r["last_error"] else "")
+                healthy = healthy and not r["status"].startswith("failed")
+                print(f"  {name}: {r['digests']} digest(s), {r['papers']} papers {label} "
+                      f"(last {r['last']}){error}")
+    return EXIT_OK if healthy else EXIT_PARTIAL
 
 
 def _explain(settings: Settings, wanted: str) -> int:

@@ -14,7 +14,7 @@ from digest import config
 from digest.cli import _parser, main
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = ("run", "serve", "check", "explain")
+COMMANDS = ("run", "serve", "check", "explain", "status")
 
 
 @pytest.mark.parametrize("command", COMMANDS)

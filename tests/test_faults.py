@@ -337,3 +337,23 @@ def test_feeds_with_broken_encodings_still_deliver(tmp_path, capsys, http_server
     assert code == 0 and "arxiv-cs: 25 read, 25 new" in out
     message = email.message_from_bytes(handler.messages[0], policy=default_policy)
     assert author in message.get_body(("plain",)).get_content()
+
+
+def test_status_shows_failing_sources_and_channels(tmp_path, capsys, http_server, smtp):
+    handler, port = smtp
+    config, path = feed_config(tmp_path, http_server, port)
+    http_server.route(path, Route(500, b"oops"))
+    handler.mode = "451"
+    run(config, capsys)
+    run(config, capsys)
+    assert main(["status", "--config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "arxiv-cs: FAILING, 2 run(s) in a row since last success never: HTTP 500" in out
+    assert "local-copy: ok, last success" in out
+    assert "mail: 1 digest(s), 5 papers FAILED, retried next run" in out and "451" in out
+    http_server.route(path, Route(body=GOOD))
+    handler.mode = "ok"
+    run(config, capsys)
+    assert main(["status", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "arxiv-cs: ok" in out and "mail: 1 digest(s), 5 papers sent" in out

@@ -308,6 +308,22 @@ class Store:
                 "UPDATE digests SET status = ?, attempts = attempts + 1, last_error = ?,"
                 " updated_at = ? WHERE id = ?", [status, error, _iso(now), digest_id])
 
+    def source_health(self) -> list[dict[str, Any]]:
+        """Each source's last success, last error and run of consecutive failures."""
+        return list(self.db.query(
+            "SELECT source, last_success, last_error, last_error_at, consecutive_failures "
+            "FROM source_state ORDER BY source"))
+
+    def digest_counts(self) -> list[dict[str, Any]]:
+        """Digests and papers per channel and status."""
+        return list(self.db.query(
+            """SELECT g.channel, g.status, count(DISTINCT g.id) AS digests,
+                      count(dp.paper_key) AS papers, max(g.updated_at) AS last,
+                      (SELECT last_error FROM digests x WHERE x.channel = g.channel
+                         AND x.status = g.status ORDER BY x.id DESC LIMIT 1) AS last_error
+               FROM digests g LEFT JOIN digest_papers dp ON dp.digest_id = g.id
+               GROUP BY g.channel, g.status ORDER BY g.channel, g.status"""))
+
     def deliveries_of(self, key: str) -> list[tuple[str, str, str]]:
         """(channel, watchlist, when) for each channel this paper was delivered to."""
         return [tuple(row) for row in self.db.execute(
