@@ -154,7 +154,7 @@ class Digest:
     channel: str
     matches: tuple[Match, ...]
     created_at: datetime
-    title: str = ""
+    notes: tuple[str, ...] = ()  # what the reader should know, e.g. a source that failed
 
 
 @dataclass

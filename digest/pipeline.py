@@ -105,6 +105,20 @@ _ARXIV_SEED = re.compile(r"^(?:arxiv:)?(?:\d{4}\.\d{4,5}|[a-z\-]+(?:\.[A-Z]{2})?
                          re.IGNORECASE)
 
 
+def source_notes(settings: Settings, store: Store) -> tuple[str, ...]:
+    """A line for each configured source that failed its latest runs, for the digest."""
+    notes = []
+    names = {s.name for s in settings.sources if s.enabled}
+    for row in store.source_health():
+        failures = row["consecutive_failures"]
+        if row["source"] in names and failures:
+            runs = "the latest run" if failures == 1 else f"the last {failures} runs"
+            error = " ".join(str(row["last_error"] or "").split())[:200]
+            notes.append(f"{row['source']} could not be read in {runs} ({error}); its new "
+                         "papers will follow once it can.")
+    return tuple(notes)
+
+
 def preflight(
     settings: Settings, *, channels: Iterable[str] | None = None, secrets: bool = True
 ) -> list[tuple[str, str]]:
@@ -245,6 +259,7 @@ def _deliver(
         # takes the matches it has not had or queued yet.
         recent = store.recent(since)
         scored = matcher.match_many(recent, now=seams.now())
+        notes = source_notes(settings, store)
         for watchlist_settings in selected:
             name = watchlist_settings.name
             summary = WatchlistReport(name=name)
@@ -260,7 +275,7 @@ def _deliver(
                 try:
                     composed = channel(channel_name).compose(Digest(
                         watchlist=name, channel=channel_name,
-                        matches=tuple(matches), created_at=seams.now()))
+                        matches=tuple(matches), created_at=seams.now(), notes=notes))
                 except DigestError as exc:
                     report.deliveries.append(DeliveryReport(
                         watchlist=name, channel=channel_name, papers=len(matches),

@@ -143,6 +143,7 @@ class Renderer:
             "watchlist": digest.watchlist,
             "date": digest.created_at.strftime("%Y-%m-%d"),
             "papers": paper_views(digest),
+            "notes": digest.notes,
         }
         return (self.render("email/digest.txt.j2", **context),
                 self.render("email/digest.html.j2", **context))
@@ -196,9 +197,13 @@ def slack_messages(digest: Digest) -> list[dict[str, Any]]:
              "elements": [{"type": "mrkdwn",
                            "text": _clip(slack_text(why), SLACK_MAX_TEXT_CHARS)}]},
         ])
+    notes = [{"type": "context", "elements": [
+        {"type": "mrkdwn", "text": _clip(slack_text(" ".join(digest.notes)),
+                                         SLACK_MAX_TEXT_CHARS)}]}] if digest.notes else []
+    room = SLACK_MAX_BLOCKS - 1 - len(notes)  # every message has a header, and the notes
     messages: list[list[dict[str, Any]]] = [[]]
     for blocks in paper_blocks:
-        if len(messages[-1]) + len(blocks) > SLACK_MAX_BLOCKS - 1:  # room for the header
+        if len(messages[-1]) + len(blocks) > room:
             messages.append([])
         messages[-1].extend(blocks)
     out = []
@@ -206,5 +211,5 @@ def slack_messages(digest: Digest) -> list[dict[str, Any]]:
         title = heading if len(messages) == 1 else f"{heading} ({number}/{len(messages)})"
         header = {"type": "header",
                   "text": {"type": "plain_text", "text": _clip(title, 150), "emoji": True}}
-        out.append({"text": slack_escape(title), "blocks": [header, *blocks]})
+        out.append({"text": slack_escape(title), "blocks": [header, *notes, *blocks]})
     return out

@@ -42,7 +42,7 @@ class FakeChannel:
 
     def compose(self, digest) -> Composed:
         return Composed({"kind": "fake", "keys": [m.paper.key for m in digest.matches],
-                         "messages": ["m1", "m2"]}, digest)
+                         "notes": list(digest.notes), "messages": ["m1", "m2"]}, digest)
 
     def send(self, payload, *, parts_sent: int, on_part_sent: Callable[[int], None]) -> None:
         for part in range(parts_sent, len(payload["messages"])):
@@ -157,6 +157,10 @@ def test_a_failing_source_does_not_stop_the_others(world):
     arxiv, blog = report.sources
     assert "ConnectError" in arxiv.error and blog.error is None
     assert world.keys_sent("mail") == ["guid:https://blog.example/p/1"]
+    # the reader learns that a source is missing from this digest
+    assert world.sent["mail"][0]["notes"] == [
+        "arxiv could not be read in the latest run (ConnectError: refused); its new papers "
+        "will follow once it can."]
     assert not report.ok
     with Store.open(world.tmp_path / "digest.db") as store:
         row = store.db.execute("SELECT consecutive_failures FROM source_state "

@@ -81,6 +81,18 @@ def test_slack_payload_matches_golden_file():
                                           ensure_ascii=False) + "\n")
 
 
+def test_notes_about_failing_sources_show_in_every_format():
+    digest = sample_digest()
+    noted = Digest(digest.watchlist, digest.channel, digest.matches, digest.created_at,
+                   notes=("arxiv-cs could not be read in the last 2 runs (HTTP 503 <x>).",))
+    text, html = Renderer().email(noted, subject="s")
+    assert "Note: arxiv-cs could not be read in the last 2 runs (HTTP 503 <x>)." in text
+    assert "arxiv-cs could not be read in the last 2 runs (HTTP 503 &lt;x&gt;)." in html
+    messages = slack_messages(noted)
+    assert messages[0]["blocks"][1]["type"] == "context"
+    assert "HTTP 503 &lt;x&gt;" in messages[0]["blocks"][1]["elements"][0]["text"]
+
+
 def test_slack_text_cannot_mention_or_link():
     payload = json.dumps(slack_messages(sample_digest()))
     assert "<!channel>" not in payload and "<@U123>" not in payload

@@ -73,7 +73,7 @@ class EmailChannel:
                      size, MAX_MESSAGE_BYTES, keep)
             digest = Digest(watchlist=digest.watchlist, channel=digest.channel,
                             matches=digest.matches[:keep], created_at=digest.created_at,
-                            title=digest.title)
+                            notes=digest.notes)
         payload = {
             "kind": self.kind,
             "subject": subject,
