@@ -7,6 +7,7 @@ done here in Python, once, so no template can forget to escape feed text.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,12 @@ class PaperView:
     reasons: tuple[str, ...]
     score: float
     upvotes: int | None
+
+
+def safe_url(url: str) -> str:
+    """Only web links become links; a feed's javascript: or data: URL becomes none."""
+    scheme = urlsplit(url.strip()).scheme.lower()
+    return url.strip() if scheme in ("http", "https") else ""
 
 
 def trim(text: str, limit: int) -> str:
@@ -109,7 +116,7 @@ def paper_views(digest: Digest) -> list[PaperView]:
             rank=rank,
             title=title,
             title_html=highlight(title, terms),
-            url=paper.abs_url,
+            url=safe_url(paper.abs_url),
             authors=format_authors(paper.authors),
             categories=", ".join(paper.categories),
             meta=paper_meta(paper.categories, paper.announce_type, paper.upvotes),
@@ -187,7 +194,9 @@ def slack_messages(digest: Digest) -> list[dict[str, Any]]:
     paper_blocks: list[list[dict[str, Any]]] = []
     for view in views:
         meta = " · ".join(x for x in (view.authors, *view.meta) if x)
-        body = (f"*{view.rank}. <{_slack_url(view.url)}|{slack_text(view.title)}>*\n"
+        title = (f"<{_slack_url(view.url)}|{slack_text(view.title)}>" if view.url
+                 else slack_text(view.title))
+        body = (f"*{view.rank}. {title}*\n"
                 f"{slack_text(meta)}\n{slack_text(trim(view.abstract, SLACK_ABSTRACT_CHARS))}")
         why = "Why: " + "; ".join(view.reasons)
         paper_blocks.append([

@@ -81,6 +81,16 @@ def test_slack_payload_matches_golden_file():
                                           ensure_ascii=False) + "\n")
 
 
+def test_only_web_links_become_links():
+    evil = Paper(key="guid:x", title="Click me", url="javascript:alert(document.cookie)",
+                 abstract="a")
+    digest = Digest("w", "c", (Match(evil, "w", 1.0, ()),), WHEN)
+    text, html = Renderer().email(digest, subject="s")
+    assert "javascript:" not in html and "javascript:" not in text
+    assert "<a href" not in html.split("<body")[1].split("Sent by")[0]
+    assert "javascript:" not in json.dumps(slack_messages(digest))
+
+
 def test_notes_about_failing_sources_show_in_every_format():
     digest = sample_digest()
     noted = Digest(digest.watchlist, digest.channel, digest.matches, digest.created_at,
