@@ -7,9 +7,9 @@ done here in Python, once, so no template can forget to escape feed text.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jinja2
 from markupsafe import Markup, escape
