@@ -274,7 +274,8 @@ def format_report(report: RunReport, *, outbox: Path | None = None) -> str:
     lines.append("watchlists:")
     for w in report.watchlists:
         digests = [d for d in report.deliveries if d.watchlist == w.name and not d.resent]
-        lines.append(f"  {w.name}: {w.matched} matched of {w.candidates} candidates, "
+        lines.append(f"  {w.name}: {w.matched} of {w.recent} recent papers matched, "
+                     f"{w.unsent} not yet sent to its channels, "
                      f"{len(digests)} digest{'s' if len(digests) != 1 else ''}")
     if report.deliveries:
         lines.append("deliveries:")

@@ -183,8 +183,9 @@ class DeliveryReport:
 @dataclass
 class WatchlistReport:
     name: str
-    candidates: int = 0
-    matched: int = 0
+    recent: int = 0  # papers first seen within the lookback
+    matched: int = 0  # of those, the ones this watchlist matches
+    unsent: int = 0  # of those, the most that one of its channels had not had yet
 
 
 @dataclass

@@ -262,14 +262,13 @@ def _deliver(
         notes = source_notes(settings, store)
         for watchlist_settings in selected:
             name = watchlist_settings.name
-            summary = WatchlistReport(name=name)
+            summary = WatchlistReport(name=name, recent=len(recent), matched=len(scored[name]))
             report.watchlists.append(summary)
             for channel_name in watchlist_settings.channels:
                 open_keys = store.candidate_keys(channel_name, since)
-                summary.candidates = max(summary.candidates, len(open_keys))
                 matches = rank(m for m in scored[name] if m.paper.key in open_keys)
+                summary.unsent = max(summary.unsent, len(matches))
                 matches = matches[: watchlist_settings.max_papers]
-                summary.matched = max(summary.matched, len(matches))
                 if not matches:
                     continue
                 try:

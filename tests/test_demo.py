@@ -32,6 +32,9 @@ def test_demo_writes_the_outbox_and_a_second_run_finds_nothing_new(tmp_path, mon
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "30 new papers" in out
+    # Sinong Wang wrote 6 papers; 4 already went to team-slack with efficient-llms
+    assert "people: 6 of 30 recent papers matched, 2 not yet sent to its channels, 1 digest" in out
+    assert "people -> team-slack: 2 papers, written" in out
     outbox = tmp_path / "outbox"
     emls = sorted(outbox.glob("*.eml"))
     assert emls and len(emls) == len(sorted(outbox.glob("*.html")))
@@ -48,3 +51,4 @@ def test_demo_writes_the_outbox_and_a_second_run_finds_nothing_new(tmp_path, mon
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "0 new papers" in out and "0 digest(s) delivered" in out
+    assert "efficient-llms: 8 of 30 recent papers matched, 0 not yet sent" in out
