@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,9 +18,7 @@ from typing import Any
 import httpx
 
 from digest.config import ChannelSettings, Settings, WatchlistSettings
-from digest.deliver import CHANNELS, Channel, Outbox
-from digest.deliver.email import EmailChannel
-from digest.deliver.slack import SlackChannel
+from digest.deliver import CHANNELS, Channel, ChannelContext, Outbox
 from digest.errors import ConfigError, DeliveryError, DigestError
 from digest.http import Fetcher, is_local, local_path
 from digest.models import (
@@ -61,16 +58,10 @@ class Seams:
 
 
 def default_channel(settings: Settings, seams: Seams) -> ChannelFactory:
-    def build(channel: ChannelSettings) -> Channel:
-        kind = CHANNELS[channel.kind]
-        if kind is EmailChannel:
-            return EmailChannel(channel, renderer=seams.renderer, smtp_factory=seams.smtp_factory)
-        if kind is SlackChannel:
-            extra: dict[str, Any] = {"sleep": seams.sleep} if seams.sleep else {}
-            return SlackChannel(channel, http=settings.http, transport=seams.transport, **extra)
-        raise ConfigError([(f"channels.{channel.name}.kind", f"unknown kind {channel.kind}")])
-
-    return build
+    context = ChannelContext(http=settings.http, renderer=seams.renderer,
+                             transport=seams.transport, smtp_factory=seams.smtp_factory,
+                             sleep=seams.sleep)
+    return lambda channel: CHANNELS[channel.kind].create(channel, context)
 
 
 def build_matcher(
@@ -87,9 +78,9 @@ def build_matcher(
     for watchlist in similar:
         texts = []
         for seed in watchlist.similar_to:
-            if _ARXIV_SEED.match(seed):
-                parsed = parse_arxiv_id(seed.removeprefix("arxiv:"))
-                paper = store.paper(f"arxiv:{parsed[0]}") if parsed else None
+            parsed = parse_arxiv_id(seed)
+            if parsed and len(seed) < 100:  # an id or an arXiv URL, not a text
+                paper = store.paper(f"arxiv:{parsed[0]}")
                 if paper is None:
                     log.warning("watchlist=%s seed %s is not in the store yet; skipped",
                                 watchlist.name, seed)
@@ -99,10 +90,6 @@ def build_matcher(
                 texts.append(seed)
         seeds[watchlist.name] = texts
     return Matcher(watchlists, similarity=index, seeds=seeds)
-
-
-_ARXIV_SEED = re.compile(r"^(?:arxiv:)?(?:\d{4}\.\d{4,5}|[a-z\-]+(?:\.[A-Z]{2})?/\d{7})(?:v\d+)?$",
-                         re.IGNORECASE)
 
 
 def source_notes(settings: Settings, store: Store) -> tuple[str, ...]:

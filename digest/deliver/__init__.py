@@ -9,13 +9,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from digest.config import ChannelSettings
 from digest.deliver import email, slack
-from digest.deliver.base import Composed
+from digest.deliver.base import ChannelContext, Composed
 from digest.deliver.outbox import Outbox
 
 
 class Channel(Protocol):
     kind: str
+
+    @classmethod
+    def create(cls, settings: ChannelSettings, context: ChannelContext) -> Channel: ...
 
     def compose(self, digest: Any) -> Composed: ...
 
@@ -25,9 +29,9 @@ class Channel(Protocol):
     def close(self) -> None: ...
 
 
-CHANNELS: dict[str, type] = {
+CHANNELS: dict[str, type[Channel]] = {
     email.EmailChannel.kind: email.EmailChannel,
     slack.SlackChannel.kind: slack.SlackChannel,
 }
 
-__all__ = ["CHANNELS", "Channel", "Composed", "Outbox"]
+__all__ = ["CHANNELS", "Channel", "ChannelContext", "Composed", "Outbox"]

@@ -18,7 +18,7 @@ from email.utils import format_datetime, make_msgid, parseaddr
 from typing import Any
 
 from digest.config import ChannelSettings
-from digest.deliver.base import Composed
+from digest.deliver.base import ChannelContext, Composed
 from digest.errors import DeliveryError
 from digest.models import Digest
 from digest.render import Renderer
@@ -48,6 +48,10 @@ class EmailChannel:
         self.renderer = renderer
         self._smtp_factory = smtp_factory
         self._smtp: smtplib.SMTP | None = None
+
+    @classmethod
+    def create(cls, settings: ChannelSettings, context: ChannelContext) -> EmailChannel:
+        return cls(settings, renderer=context.renderer, smtp_factory=context.smtp_factory)
 
     # ---------------------------------------------------------------- compose
 

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from digest.config import ChannelSettings, HttpSettings
-from digest.deliver.base import Composed
+from digest.deliver.base import ChannelContext, Composed
 from digest.errors import DeliveryError
 from digest.http import Pacer, make_client, parse_retry_after
 from digest.models import Digest
@@ -37,15 +37,20 @@ class SlackChannel:
         *,
         http: HttpSettings,
         transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         interval: float = MESSAGE_INTERVAL_SECONDS,
     ) -> None:
         self.settings = settings
         self.http = http
         self._transport = transport
-        self._sleep = sleep
+        self._sleep = sleep = sleep or time.sleep
         self._pacer = Pacer(interval, sleep=sleep)
         self._client: httpx.Client | None = None
+
+    @classmethod
+    def create(cls, settings: ChannelSettings, context: ChannelContext) -> SlackChannel:
+        return cls(settings, http=context.http, transport=context.transport,
+                   sleep=context.sleep)
 
     def compose(self, digest: Digest) -> Composed:
         return Composed(payload={"kind": self.kind, "messages": slack_messages(digest)},
