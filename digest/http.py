@@ -120,12 +120,12 @@ class Fetcher:
         *,
         transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.settings = settings
         self.client = make_client(settings, transport=transport)
         self._clock = clock
-        self._sleep = sleep
+        self._sleep = sleep or time.sleep
         self._pacers: dict[str, Pacer] = {}
         self.requests = 0
 

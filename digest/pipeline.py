@@ -147,10 +147,7 @@ def run_once(
         raise ConfigError(problems, path=str(settings.path))
     report = RunReport(started_at=seams.now())
     with Store.open(settings.store.path) as store, store.run_lock():
-        fetch_kwargs: dict[str, Any] = {"transport": seams.transport}
-        if seams.sleep:
-            fetch_kwargs["sleep"] = seams.sleep
-        with Fetcher(settings.http, **fetch_kwargs) as fetcher:
+        with Fetcher(settings.http, transport=seams.transport, sleep=seams.sleep) as fetcher:
             for source_settings in settings.sources:
                 if source_settings.enabled:
                     report.sources.append(_ingest(store, fetcher, source_settings, seams,
