@@ -75,7 +75,7 @@ def fold_text(text: str) -> str:
     return " ".join(stripped.casefold().split())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Paper:
     """One paper as a source saw it, or as the store knows it after merging sightings."""
 
@@ -103,7 +103,7 @@ class Paper:
         return self.url
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reason:
     """One part of a score.
 
@@ -132,7 +132,7 @@ class Reason:
         return f"category {self.value}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Match:
     """A paper that passed a watchlist, with its score and the reasons behind it."""
 
@@ -146,7 +146,7 @@ class Match:
         return tuple(dict.fromkeys(r.value for r in self.reasons if r.kind == "term"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Digest:
     """What one channel receives for one watchlist in one run: ranked matches."""
 

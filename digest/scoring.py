@@ -60,7 +60,7 @@ def term_points(weight: float, factor: float, count: int) -> float:
     return weight * factor * (1 + REPEAT_BONUS * min(count - 1, REPEAT_CAP))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Explanation:
     """A watchlist's verdict on a paper: its score, the parts of it, and why not, if not."""
 

@@ -40,7 +40,7 @@ def word_text(text: str) -> str:
     return " " + " ".join(_SEPARATORS.sub(" ", marked).split()) + " "
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Term:
     """One parsed term. ``key`` is what two spellings of the same term share."""
 
@@ -159,17 +159,17 @@ def parse_term(text: str) -> Term:
 # ------------------------------------------------------------------------ queries
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Not:
     child: Query
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class All:
     children: tuple[Query, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AnyOf:
     children: tuple[Query, ...]
 
