@@ -29,6 +29,7 @@ examples:
   paper-digest serve --config config/digest.toml
   paper-digest explain --config config/digest.toml 2611.04001
   paper-digest status --config config/digest.toml
+  paper-digest requeue --config config/digest.toml team-slack
 """
 
 
@@ -69,6 +70,10 @@ def _parser() -> argparse.ArgumentParser:
         "paper-digest check --config config/digest.toml")
     add("status", "Show each source's health and each channel's sent, waiting and failed "
                   "digests.", "paper-digest status --config config/digest.toml")
+    requeue = add("requeue", "Send a channel's digests that failed for good again on the next "
+                             "run, e.g. after replacing a Slack hook that was gone.",
+                  "paper-digest requeue --config config/digest.toml team-slack")
+    requeue.add_argument("channel", metavar="CHANNEL", help="a channel name from the config")
     explain = add("explain", "Show how each watchlist scores a stored paper, part by part.",
                   'paper-digest explain --config config/digest.toml 2611.04001')
     explain.add_argument("paper", metavar="ID_OR_TITLE",
@@ -94,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _explain(settings, args.paper)
         if args.command == "status":
             return _status(settings)
+        if args.command == "requeue":
+            return _requeue(settings, args.channel)
         return _run(settings, args)
     except ConfigError as exc:
         _print_config_error(exc)
@@ -149,6 +156,22 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
                       progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(format_report(report, outbox=args.outbox))
     return EXIT_OK if report.ok else EXIT_PARTIAL
+
+
+def _requeue(settings: Settings, channel: str) -> int:
+    from datetime import UTC, datetime
+
+    from digest.store import Store
+
+    if channel not in settings.channels:
+        raise ConfigError([("", f"no channel named '{channel}' (known: "
+                                f"{', '.join(settings.channels) or 'none'})")],
+                          path=str(settings.path))
+    with Store.open(settings.store.path) as store:
+        digests, papers = store.requeue(channel, datetime.now(UTC))
+    print(f"{channel}: {digests} digest(s) with {papers} papers will be sent again, unchanged, "
+          "on the next run")
+    return EXIT_OK
 
 
 def _status(settings: Settings) -> int:

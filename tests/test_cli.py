@@ -14,7 +14,7 @@ from digest import config
 from digest.cli import _parser, main
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = ("run", "serve", "check", "explain", "status")
+COMMANDS = ("run", "serve", "check", "explain", "status", "requeue")
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -211,3 +211,13 @@ def test_explain_shows_each_watchlists_verdict_part_by_part(tmp_path, monkeypatc
 
     assert main(["explain", "--config", config, "no such paper at all"]) == 1
     assert "no stored paper matches" in capsys.readouterr().err
+
+
+def test_requeue_names_an_unknown_channel(tmp_path, capsys):
+    feed = tmp_path / "feed.xml"
+    feed.write_text("<rss><channel><title>t</title></channel></rss>")
+    config = _one_source_config(tmp_path, str(feed), str(tmp_path / "d.db"))
+    assert main(["requeue", "--config", str(config), "nope"]) == 2
+    assert "no channel named 'nope' (known: m)" in capsys.readouterr().err
+    assert main(["requeue", "--config", str(config), "m"]) == 0
+    assert "m: 0 digest(s) with 0 papers" in capsys.readouterr().out

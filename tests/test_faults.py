@@ -260,6 +260,12 @@ def test_slack_faults(tmp_path, capsys, http_server, monkeypatch, responses, see
     assert got == 0
     if status == "failed_permanent":
         assert len(http_server.hits(HOOK)) == posts_before  # a gone hook is not retried
+        # once the hook is replaced, requeue sends the same digest on the next run
+        assert main(["requeue", "--config", str(config), "chat"]) == 0
+        assert "1 digest(s) with 5 papers will be sent again" in capsys.readouterr().out
+        got, out = run(config, capsys)
+        assert got == 0 and "(recorded earlier, sent again)" in out
+        assert len(delivered(tmp_path, "chat")) == 5
     else:
         assert len(delivered(tmp_path, "chat")) == 5
     titles = [json.dumps(h.json()) for h in http_server.hits(HOOK)

@@ -331,6 +331,24 @@ class Store:
                JOIN digests g ON g.id = d.digest_id WHERE d.paper_key = ?
                ORDER BY d.delivered_at, d.channel""", [key])]
 
+    def requeue(self, channel: str, now: datetime) -> tuple[int, int]:
+        """Make a channel's digests that failed for good pending again, unchanged.
+
+        Returns (digests, papers) requeued; the next run sends them before new digests.
+        """
+        with self.db.atomic():
+            ids = [r[0] for r in self.db.execute(
+                "SELECT id FROM digests WHERE channel = ? AND status = 'failed_permanent'",
+                [channel])]
+            papers = 0
+            for digest_id in ids:
+                papers += self.db.execute(
+                    "SELECT count(*) FROM digest_papers WHERE digest_id = ?",
+                    [digest_id]).fetchone()[0]
+                self.db.execute("UPDATE digests SET status = 'pending', updated_at = ? "
+                                "WHERE id = ?", [_iso(now), digest_id])
+        return len(ids), papers
+
     def delivered_keys(self, channel: str) -> set[str]:
         return {r[0] for r in self.db.execute(
             "SELECT paper_key FROM deliveries WHERE channel = ?", [channel])}
