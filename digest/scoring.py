@@ -56,10 +56,6 @@ def author_matches(rule: AuthorRule, author: str) -> bool:
     return rule.initials and _names_agree(wanted.split(), actual.split())
 
 
-def term_points(weight: float, factor: float, count: int) -> float:
-    return weight * factor * (1 + REPEAT_BONUS * min(count - 1, REPEAT_CAP))
-
-
 @dataclass(frozen=True, slots=True)
 class Explanation:
     """A watchlist's verdict on a paper: its score, the parts of it, and why not, if not."""
@@ -273,11 +269,6 @@ class Matcher:
             for match in self.match(paper, now=now, names=wanted):
                 out[match.watchlist].append(match)
         return out
-
-    def select(self, papers: Iterable[Paper], name: str, *, now: datetime) -> list[Match]:
-        """One watchlist's ranked matches among ``papers``, at most ``max_papers``."""
-        matches = [m for p in papers for m in self.match(p, now=now, names=[name])]
-        return rank(matches)[: self.watchlists[name].settings.max_papers]
 
     def _vector(self, paper: Paper) -> Vector | None:
         if self.similarity is None or not self._dense:

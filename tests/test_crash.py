@@ -80,7 +80,7 @@ def expected_per_channel(config) -> dict[str, set[str]]:
     """What each channel is owed: every stored paper its watchlists match."""
     settings = load_settings(config, env={"CRASH_HOOK": "x"})
     with Store.open(settings.store.path) as store:
-        papers = store.candidates("no-such-channel", datetime(2000, 1, 1, tzinfo=UTC))
+        papers = store.recent(datetime(2000, 1, 1, tzinfo=UTC))
     owed: dict[str, set[str]] = {"mail": set(), "chat": set()}
     matcher = Matcher(settings.watchlists)
     now = datetime.now(UTC)

@@ -283,7 +283,7 @@ def test_ranking_is_deterministic_with_stated_tie_breaks():
               make_paper(abstract="LoRA", key="arxiv:2", upvotes=5),
               make_paper(title="LoRA", key="arxiv:9"),
               make_paper(abstract="LoRA", key="arxiv:1")]
-    chosen = Matcher([w]).select(papers, "w", now=NOW)
+    chosen = rank(Matcher([w]).match_many(papers, now=NOW)["w"])[: w.max_papers]
     assert [m.paper.key for m in chosen] == ["arxiv:9", "arxiv:2", "arxiv:1"]
     assert rank(reversed(chosen)) == chosen
 

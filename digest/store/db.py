@@ -224,25 +224,18 @@ class Store:
 
     def candidate_keys(self, channel: str, since: datetime) -> set[str]:
         """Keys of the papers first seen since ``since`` this channel has not had or queued."""
-        return {row["key"] for row in self._candidates(channel, since, "p.key")}
-
-    def candidates(self, channel: str, since: datetime) -> list[Paper]:
-        """Papers first seen since ``since`` that this channel has not had or queued."""
-        return [_paper_from_row(row) for row in self._candidates(channel, since, "*")]
-
-    def _candidates(self, channel: str, since: datetime, columns: str) -> Iterable[dict]:
-        return self.db.query(
-            f"""SELECT {columns} FROM papers p
+        rows = self.db.execute(
+            """SELECT p.key FROM papers p
                WHERE p.first_seen >= ?
                  AND NOT EXISTS (SELECT 1 FROM deliveries d
                                  WHERE d.channel = ? AND d.paper_key = p.key)
                  AND NOT EXISTS (SELECT 1 FROM digest_papers dp JOIN digests g
                                    ON g.id = dp.digest_id
                                  WHERE g.channel = ? AND dp.paper_key = p.key
-                                   AND g.status != 'sent')
-               ORDER BY p.first_seen, p.key""",
+                                   AND g.status != 'sent')""",
             [_iso(since), channel, channel],
         )
+        return {row[0] for row in rows}
 
     # ------------------------------------------------------------------ digests
 
