@@ -7,6 +7,7 @@ import logging
 import re
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from digest import __version__
@@ -15,6 +16,7 @@ from digest.errors import ConfigError, DigestError, LockedError
 from digest.models import Paper, RunReport
 from digest.pipeline import build_matcher, preflight, run_once
 from digest.scoring import Explanation
+from digest.store import Store
 
 EXIT_OK, EXIT_PARTIAL, EXIT_CONFIG, EXIT_LOCKED = 0, 1, 2, 3
 
@@ -159,10 +161,6 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _requeue(settings: Settings, channel: str) -> int:
-    from datetime import UTC, datetime
-
-    from digest.store import Store
-
     if channel not in settings.channels:
         raise ConfigError([("", f"no channel named '{channel}' (known: "
                                 f"{', '.join(settings.channels) or 'none'})")],
@@ -176,8 +174,6 @@ def _requeue(settings: Settings, channel: str) -> int:
 
 def _status(settings: Settings) -> int:
     """What the store knows: the health of sources and the state of deliveries."""
-    from digest.store import Store
-
     if not settings.store.path.exists():
         print(f"{settings.store.path}: no store yet; run 'paper-digest run --once' first")
         return EXIT_OK
@@ -216,10 +212,6 @@ def _status(settings: Settings) -> int:
 
 
 def _explain(settings: Settings, wanted: str) -> int:
-    from datetime import UTC, datetime
-
-    from digest.store import Store
-
     with Store.open(settings.store.path) as store:
         papers = store.find(wanted)
         if not papers:

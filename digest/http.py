@@ -98,6 +98,14 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
+def retry_wait(settings: HttpSettings, attempt: int, asked: float | None) -> float:
+    """Seconds before the next try: what the server asked for, else doubling backoff.
+
+    A caller gives up until the next run when this exceeds max_retry_after_seconds.
+    """
+    return asked if asked is not None else settings.retry_backoff_seconds * (2 ** (attempt - 1))
+
+
 def is_local(location: str) -> bool:
     scheme = urlsplit(location).scheme.lower()
     return scheme == "file" or scheme == "" or (len(scheme) == 1 and location[1:2] == ":")
@@ -226,8 +234,7 @@ class Fetcher:
                 raise FetchError(f"invalid URL: {exc}", source=source, url=url) from exc
             if attempt == attempts:
                 break
-            if wait is None:
-                wait = self.settings.retry_backoff_seconds * (2 ** (attempt - 1))
+            wait = retry_wait(self.settings, attempt, wait)
             if wait > self.settings.max_retry_after_seconds:
                 last_problem += f" (server asked to wait {wait:g} s; giving up until next run)"
                 break

@@ -105,10 +105,6 @@ class _Hits:
 
     by_atom: dict[int, dict[str, int]]
 
-    @property
-    def counts(self) -> dict[tuple[int, str], int]:
-        return {(atom, f): n for atom, fields in self.by_atom.items() for f, n in fields.items()}
-
     def count(self, atom: int, restriction: str | None) -> dict[str, int]:
         fields = self.by_atom.get(atom)
         if not fields or restriction is None:

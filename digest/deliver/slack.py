@@ -16,7 +16,7 @@ import httpx
 from digest.config import ChannelSettings, HttpSettings
 from digest.deliver.base import ChannelContext, Composed
 from digest.errors import DeliveryError
-from digest.http import Pacer, make_client, parse_retry_after
+from digest.http import Pacer, make_client, parse_retry_after, retry_wait
 from digest.models import Digest
 from digest.render import slack_messages
 
@@ -43,8 +43,8 @@ class SlackChannel:
         self.settings = settings
         self.http = http
         self._transport = transport
-        self._sleep = sleep = sleep or time.sleep
-        self._pacer = Pacer(interval, sleep=sleep)
+        self._sleep = sleep or time.sleep
+        self._pacer = Pacer(interval, sleep=self._sleep)
         self._client: httpx.Client | None = None
 
     @classmethod
@@ -99,8 +99,7 @@ class SlackChannel:
                     wait = parse_retry_after(response.headers.get("Retry-After")) or 1.0
             if attempt == attempts:
                 break
-            if wait is None:
-                wait = self.http.retry_backoff_seconds * (2 ** (attempt - 1))
+            wait = retry_wait(self.http, attempt, wait)
             if wait > self.http.max_retry_after_seconds:
                 problem += f" (asked to wait {wait:g} s)"
                 break

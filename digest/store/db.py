@@ -20,8 +20,6 @@ from digest.models import Digest, Paper, normalise_doi, parse_arxiv_id
 from digest.sources.base import SourceState
 from digest.store.schema import migrate
 
-OPEN_STATUSES = ("pending", "failed_temporary")
-
 
 @dataclass(frozen=True)
 class OpenDigest:
