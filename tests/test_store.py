@@ -8,6 +8,7 @@ from digest.errors import LockedError
 from digest.models import Digest, Match, Paper
 from digest.sources.base import SourceState
 from digest.store import Store
+from digest.store.schema import MIGRATIONS
 
 NOW = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)
 
@@ -29,7 +30,7 @@ def test_open_creates_the_file_and_schema(tmp_path):
     Store.open(path).close()
     assert path.exists()
     with Store.open(path) as again:  # reopening migrates nothing twice
-        assert again.db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert again.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         assert again.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 

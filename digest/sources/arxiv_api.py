@@ -7,6 +7,7 @@ http ids, ``scheme`` on primary_category) are read by the same code.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from lxml import etree
 
@@ -78,6 +79,35 @@ def _entry(entry: etree._Element, entry_id: str, source: str) -> Paper:
         journal_ref=clean_text(entry.findtext("arxiv:journal_ref", namespaces=NS)) or None,
         source=source,
     )
+
+
+LOOKUP_BATCH = 100  # ids per id_list call: short URLs, few calls
+
+
+def lookup(
+    fetcher: Fetcher,
+    ids: list[str],
+    *,
+    url: str = BASE_URL,
+    source: str = "arxiv-lookup",
+    progress: Callable[[str], None] = lambda line: None,
+) -> list[Paper]:
+    """The papers these arXiv ids name, asked by ``id_list`` in batches.
+
+    Requests go through the fetcher's shared arXiv pacer; ids arXiv does not know are
+    simply absent from the result.
+    """
+    wanted = list(dict.fromkeys(ids))
+    papers: list[Paper] = []
+    for start in range(0, len(wanted), LOOKUP_BATCH):
+        batch = wanted[start:start + LOOKUP_BATCH]
+        if len(wanted) > LOOKUP_BATCH:
+            progress(f"looking up arXiv ids {start + 1}-{start + len(batch)} of {len(wanted)}")
+        fetched = fetcher.get(url, params={"id_list": ",".join(batch), "start": 0,
+                                           "max_results": len(batch)}, source=source)
+        page, _ = parse(fetched.content, source=source)
+        papers.extend(p for p in page if p.arxiv_id and p.title)
+    return papers
 
 
 class ArxivApiSource:

@@ -39,6 +39,22 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="seconds")
 
 
+def describe_store_error(path: Path | None, exc: BaseException) -> str:
+    """What went wrong with the store file, in words that say what to do."""
+    text = str(exc)
+    where = str(path) if path else "the store"
+    lowered = text.lower()
+    if "full" in lowered or getattr(exc, "errno", None) == 28:
+        return f"{where}: the disk is full ({text}); free some space and run again"
+    if "readonly" in lowered or "read-only" in lowered or "attempt to write" in lowered:
+        return (f"{where}: cannot write ({text}); check that the file, its folder and any "
+                f"left-over {where}-wal / {where}-shm files are writable by this user")
+    if "malformed" in lowered or "not a database" in lowered or "corrupt" in lowered:
+        return (f"{where}: the store is damaged ({text}); restore the latest backup "
+                "(see 'paper-digest backup' in the README)")
+    return f"{where}: {text}"
+
+
 class Store:
     def __init__(self, db: sqlite_utils.Database, path: Path | None = None) -> None:
         self.db = db
@@ -67,6 +83,15 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @contextmanager
+    def writing(self, what: str) -> Iterator[None]:
+        """One transaction; any failure of SQLite or the disk becomes a StoreError."""
+        try:
+            with self.db.atomic():
+                yield
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot {what}: {describe_store_error(self.path, exc)}") from exc
 
     @contextmanager
     def run_lock(self) -> Iterator[None]:
@@ -101,38 +126,35 @@ class Store:
         """Store what a source listed; return (new papers, already known papers)."""
         new = known = 0
         stamp = _iso(now)
-        try:
-            with self.db.atomic():
-                seen_keys: set[str] = set()
-                for paper in papers:
-                    if paper.key in seen_keys:
-                        continue
-                    seen_keys.add(paper.key)
-                    if self._merge_paper(paper, stamp):
-                        new += 1
-                    else:
-                        known += 1
-                    self.db.execute(
-                        """INSERT INTO sightings (paper_key, source, announce_type, version,
-                                                  first_seen, last_seen)
-                           VALUES (?, ?, ?, ?, ?, ?)
-                           ON CONFLICT (paper_key, source) DO UPDATE SET
-                               announce_type = excluded.announce_type,
-                               version = max(coalesce(version, 0), coalesce(excluded.version, 0)),
-                               last_seen = excluded.last_seen""",
-                        [paper.key, source, paper.announce_type, paper.version, stamp, stamp],
-                    )
+        with self.writing(f"record papers from {source}"):
+            seen_keys: set[str] = set()
+            for paper in papers:
+                if paper.key in seen_keys:
+                    continue
+                seen_keys.add(paper.key)
+                if self._merge_paper(paper, stamp):
+                    new += 1
+                else:
+                    known += 1
                 self.db.execute(
-                    """INSERT INTO source_state (source, etag, last_modified, last_success,
-                                                 consecutive_failures)
-                       VALUES (?, ?, ?, ?, 0)
-                       ON CONFLICT (source) DO UPDATE SET etag = excluded.etag,
-                           last_modified = excluded.last_modified,
-                           last_success = excluded.last_success, consecutive_failures = 0""",
-                    [source, state.etag, state.last_modified, stamp],
+                    """INSERT INTO sightings (paper_key, source, announce_type, version,
+                                              first_seen, last_seen)
+                       VALUES (?, ?, ?, ?, ?, ?)
+                       ON CONFLICT (paper_key, source) DO UPDATE SET
+                           announce_type = excluded.announce_type,
+                           version = max(coalesce(version, 0), coalesce(excluded.version, 0)),
+                           last_seen = excluded.last_seen""",
+                    [paper.key, source, paper.announce_type, paper.version, stamp, stamp],
                 )
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot record papers from {source}: {exc}") from exc
+            self.db.execute(
+                """INSERT INTO source_state (source, etag, last_modified, last_success,
+                                             consecutive_failures)
+                   VALUES (?, ?, ?, ?, 0)
+                   ON CONFLICT (source) DO UPDATE SET etag = excluded.etag,
+                       last_modified = excluded.last_modified,
+                       last_success = excluded.last_success, consecutive_failures = 0""",
+                [source, state.etag, state.last_modified, stamp],
+            )
         return new, known
 
     def _merge_paper(self, paper: Paper, stamp: str) -> bool:
@@ -165,7 +187,7 @@ class Store:
 
     def record_source_error(self, source: str, error: str, now: datetime) -> None:
         stamp = _iso(now)
-        with self.db.atomic():
+        with self.writing(f"record the failure of {source}"):
             self.db.execute(
                 """INSERT INTO source_state (source, last_error, last_error_at,
                                              consecutive_failures)
@@ -240,7 +262,7 @@ class Store:
     def create_digest(self, digest: Digest, payload: dict[str, Any], now: datetime) -> int:
         """Record a composed digest as pending, before anything is sent."""
         stamp = _iso(now)
-        with self.db.atomic():
+        with self.writing(f"record the digest for {digest.channel}"):
             cursor = self.db.execute(
                 """INSERT INTO digests (channel, watchlist, status, payload, created_at,
                                         updated_at)
@@ -275,13 +297,13 @@ class Store:
 
     def mark_part_sent(self, digest_id: int, parts_sent: int, now: datetime) -> None:
         """A channel accepted part ``parts_sent`` of a multi-part digest."""
-        with self.db.atomic():
+        with self.writing(f"record part {parts_sent} of digest {digest_id} as sent"):
             self.db.execute("UPDATE digests SET parts_sent = ?, updated_at = ? WHERE id = ?",
                             [parts_sent, _iso(now), digest_id])
 
     def mark_sent(self, digest_id: int, now: datetime) -> None:
         stamp = _iso(now)
-        with self.db.atomic():
+        with self.writing(f"record digest {digest_id} as sent"):
             row = self.db.execute("SELECT channel FROM digests WHERE id = ?",
                                   [digest_id]).fetchone()
             self.db.execute(
@@ -294,7 +316,7 @@ class Store:
 
     def mark_failed(self, digest_id: int, error: str, *, permanent: bool, now: datetime) -> None:
         status = "failed_permanent" if permanent else "failed_temporary"
-        with self.db.atomic():
+        with self.writing(f"record the failure of digest {digest_id}"):
             self.db.execute(
                 "UPDATE digests SET status = ?, attempts = attempts + 1, last_error = ?,"
                 " updated_at = ? WHERE id = ?", [status, error, _iso(now), digest_id])
@@ -327,7 +349,7 @@ class Store:
 
         Returns (digests, papers) requeued; the next run sends them before new digests.
         """
-        with self.db.atomic():
+        with self.writing(f"requeue the digests of {channel}"):
             ids = [r[0] for r in self.db.execute(
                 "SELECT id FROM digests WHERE channel = ? AND status = 'failed_permanent'",
                 [channel])]

@@ -75,6 +75,47 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (channel, paper_key)
     );
     """,
+    # 2: ratings from readers, per-recipient delivery of email digests, trained models
+    """
+    CREATE TABLE ratings (
+        watchlist TEXT NOT NULL,
+        paper_key TEXT NOT NULL REFERENCES papers(key),
+        recipient TEXT NOT NULL DEFAULT '',
+        action TEXT NOT NULL CHECK (action IN ('like', 'dislike', 'save')),
+        value INTEGER NOT NULL CHECK (value IN (-1, 1)),
+        origin TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (watchlist, paper_key, recipient)
+    );
+    CREATE INDEX ratings_watchlist ON ratings(watchlist);
+    CREATE TABLE rating_events (
+        id INTEGER PRIMARY KEY,
+        watchlist TEXT NOT NULL,
+        paper_key TEXT NOT NULL,
+        recipient TEXT NOT NULL DEFAULT '',
+        action TEXT NOT NULL,
+        previous_action TEXT,
+        origin TEXT NOT NULL,
+        undone_at TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE ranking_models (
+        watchlist TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        model BLOB NOT NULL,
+        trained_at TEXT NOT NULL
+    );
+    CREATE TABLE digest_recipients (
+        digest_id INTEGER NOT NULL REFERENCES digests(id),
+        recipient TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN
+            ('sent', 'failed_temporary', 'failed_permanent', 'dropped')),
+        error TEXT,
+        attempts INTEGER NOT NULL DEFAULT 1,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (digest_id, recipient)
+    );
+    """,
 ]
 
 
