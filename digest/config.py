@@ -9,6 +9,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -24,16 +25,20 @@ CHANNEL_KINDS = ("email", "slack")
 ANNOUNCE_TYPES = ("new", "cross", "replace", "replace-cross")
 ARXIV_API_MAX_RESULTS = 2000  # arXiv's documented ceiling for one call
 # Every key a config file may hold, by table; the docs test checks each is documented.
-TOP_KEYS = ("version", "store", "http", "schedule", "sources", "watchlists", "channels")
+TOP_KEYS = ("version", "store", "http", "schedule", "web", "sources", "watchlists",
+            "channels")
 STORE_KEYS = ("path", "lookback_days")
 HTTP_KEYS = ("contact", "timeout_seconds", "max_retries", "retry_backoff_seconds",
              "max_retry_after_seconds", "max_body_mb", "arxiv_interval_seconds",
              "interval_seconds")
 SCHEDULE_KEYS = ("cron", "timezone")
+WEB_KEYS = ("base_url", "host", "port", "secret_env", "max_body_kb")
+MIN_SECRET_CHARS = 32  # an HMAC key shorter than this is refused by check
 WATCHLIST_KEYS = ("name", "channels", "keywords", "query", "exclude", "authors", "categories",
                   "primary_only", "category_boost", "upvotes_boost", "recency_boost",
                   "recency_half_life_days", "similar_to", "similarity_weight",
-                  "min_similarity", "min_score", "max_papers", "schedule", "timezone")
+                  "min_similarity", "min_score", "max_papers", "schedule", "timezone",
+                  "feedback_weight")
 _CATEGORY = re.compile(r"^[a-z\-]+(\.[A-Za-z\-]+)?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -97,6 +102,22 @@ class ScheduleSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """The web app that serves rating links; links appear in digests only with base_url."""
+
+    base_url: str | None = None  # public address readers reach, e.g. https://host/digest
+    host: str = "127.0.0.1"
+    port: int = 8080
+    secret_env: str = "DIGEST_WEB_SECRET"
+    max_body_kb: int = 16
+    secret: Secret | None = None  # resolved from secret_env
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.base_url)
+
+
+@dataclass(frozen=True)
 class SourceSettings:
     name: str
     kind: str
@@ -149,6 +170,7 @@ class WatchlistSettings:
     max_papers: int = 25
     schedule: str | None = None
     timezone: str | None = None
+    feedback_weight: float = 5.0  # how much the model learned from ratings counts; 0: off
 
 
 @dataclass(frozen=True)
@@ -193,6 +215,7 @@ class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
+    web: WebSettings = field(default_factory=WebSettings)
     sources: tuple[SourceSettings, ...] = ()
     watchlists: tuple[WatchlistSettings, ...] = ()
     channels: Mapping[str, ChannelSettings] = field(default_factory=dict)
@@ -205,6 +228,17 @@ class Settings:
                     problems.append(
                         (f"channels.{channel.name}", f"environment variable {env} is not set")
                     )
+        if self.web.enabled:
+            key = self.web.secret.reveal() if self.web.secret else ""
+            if not key:
+                problems.append(("web.secret_env", f"environment variable "
+                                 f"{self.web.secret_env} is not set (the key that signs "
+                                 "rating links)"))
+            elif len(key) < MIN_SECRET_CHARS:
+                problems.append(("web.secret_env", f"${self.web.secret_env} is "
+                                 f"{len(key)} characters; use at least {MIN_SECRET_CHARS} "
+                                 "random ones (python -c 'import secrets; "
+                                 "print(secrets.token_urlsafe(32))')"))
         return problems
 
 
@@ -403,6 +437,32 @@ def _read_schedule(reader: _Reader, raw: Any) -> ScheduleSettings:
     )
 
 
+def _read_web(reader: _Reader, raw: Any, env: Mapping[str, str]) -> WebSettings:
+    table = reader.table(raw, "web")
+    reader.known_keys(table, WEB_KEYS, "web")
+    d = WebSettings()
+
+    def url(value: str) -> str | None:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            return "must be an http(s) URL, like https://papers.example.org/digest"
+        if parts.query or parts.fragment:
+            return "must not carry a query or fragment"
+        return None
+
+    secret_env = reader.value(table, "secret_env", "web", str, d.secret_env, _env_name)
+    base_url = reader.value(table, "base_url", "web", str, None, url)
+    return WebSettings(
+        base_url=base_url.rstrip("/") if base_url else None,
+        host=reader.value(table, "host", "web", str, d.host),
+        port=reader.value(table, "port", "web", int, d.port, _in_range(1, 65535)),
+        secret_env=secret_env,
+        max_body_kb=reader.value(table, "max_body_kb", "web", int, d.max_body_kb,
+                                 _in_range(1, 1024)),
+        secret=Secret(env[secret_env], secret_env) if env.get(secret_env or "") else None,
+    )
+
+
 SOURCE_KEYS: dict[str, tuple[str, ...]] = {
     "arxiv_rss": ("categories", "announce_types", "url"),
     "arxiv_api": ("query", "max_results", "page_size", "sort_by", "url"),
@@ -573,10 +633,12 @@ def _read_watchlists(reader: _Reader, raw: Any) -> tuple[WatchlistSettings, ...]
             term = _term(reader, text, f"{path}.exclude[{j}]")
             if term is not None:
                 exclude.append(term)
-        evidence = ("keywords", "query", "authors", "categories", "similar_to")
+        evidence = ("keywords", "query", "authors", "categories", "similar_to",
+                    "feedback_weight")
         if not any(key in table for key in evidence):
             reader.problem(path, "needs at least one of keywords, query, authors, categories "
-                                 "or similar_to")
+                                 "or similar_to (or feedback_weight, for a watchlist driven "
+                                 "by ratings alone)")
         watchlists.append(WatchlistSettings(
             name=name or f"watchlist-{i}",
             channels=reader.strings(table, "channels", path, empty="empty channel name"),
@@ -605,6 +667,8 @@ def _read_watchlists(reader: _Reader, raw: Any) -> tuple[WatchlistSettings, ...]
                                     _in_range(1, 500)),
             schedule=reader.value(table, "schedule", path, str, None, _cron),
             timezone=reader.value(table, "timezone", path, str, None, _timezone),
+            feedback_weight=reader.value(table, "feedback_weight", path, float,
+                                         d.feedback_weight, _in_range(0, 100)),
         ))
     return tuple(watchlists)
 
@@ -709,6 +773,7 @@ def parse_settings(
         store=_read_store(reader, data.get("store", _MISSING)),
         http=_read_http(reader, data.get("http", _MISSING)),
         schedule=_read_schedule(reader, data.get("schedule", _MISSING)),
+        web=_read_web(reader, data.get("web", _MISSING), env),
         sources=_read_sources(reader, data.get("sources", _MISSING)),
         watchlists=_read_watchlists(reader, data.get("watchlists", _MISSING)),
         channels=_read_channels(reader, data.get("channels", _MISSING), env),

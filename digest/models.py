@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -155,6 +156,9 @@ class Digest:
     matches: tuple[Match, ...]
     created_at: datetime
     notes: tuple[str, ...] = ()  # what the reader should know, e.g. a source that failed
+    # One-click rating URLs by paper key, then by action (like, dislike, save); empty when
+    # no public web address is configured.
+    feedback: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass

@@ -105,7 +105,8 @@ def documented_keys() -> set[str]:
 
 def test_every_config_key_is_documented_in_the_example():
     every = set(config.TOP_KEYS) | set(config.STORE_KEYS) | set(config.HTTP_KEYS) | set(
-        config.SCHEDULE_KEYS) | set(config.WATCHLIST_KEYS) | {"name", "kind", "enabled"}
+        config.SCHEDULE_KEYS) | set(config.WEB_KEYS) | set(config.WATCHLIST_KEYS) | {
+        "name", "kind", "enabled"}
     for keys in (*config.SOURCE_KEYS.values(), *config.CHANNEL_KEYS.values()):
         every |= set(keys)
     missing = every - documented_keys()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import sqlite3
@@ -33,6 +34,21 @@ class OpenDigest:
     parts_sent: int
     attempts: int
     paper_keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RatingOutcome:
+    """What recording (or undoing) a rating did. ``event_id`` is None when nothing changed."""
+
+    watchlist: str
+    paper_key: str
+    action: str | None  # the rating now in force for this reader, None when none is
+    previous: str | None
+    event_id: int | None
+
+    @property
+    def changed(self) -> bool:
+        return self.event_id is not None
 
 
 def _iso(moment: datetime) -> str:
@@ -361,6 +377,122 @@ class Store:
                 self.db.execute("UPDATE digests SET status = 'pending', updated_at = ? "
                                 "WHERE id = ?", [_iso(now), digest_id])
         return len(ids), papers
+
+    # ------------------------------------------------------------------ ratings
+
+    def rate(self, *, watchlist: str, paper_key: str, action: str, origin: str,
+             now: datetime, recipient: str = "") -> RatingOutcome:
+        """Record a reader's rating of a paper for a watchlist; the same one again is a no-op.
+
+        ``action`` is like, dislike or save (save counts as a like). Each change is logged
+        as an event so that it can be undone.
+        """
+        value = -1 if action == "dislike" else 1
+        with self.writing(f"record a rating for {watchlist}"):
+            row = self.db.execute(
+                "SELECT action FROM ratings WHERE watchlist = ? AND paper_key = ? "
+                "AND recipient = ?", [watchlist, paper_key, recipient]).fetchone()
+            previous = row[0] if row else None
+            if previous == action:
+                return RatingOutcome(watchlist, paper_key, action, previous, None)
+            self.db.execute(
+                """INSERT INTO ratings (watchlist, paper_key, recipient, action, value, origin,
+                                        created_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (watchlist, paper_key, recipient) DO UPDATE SET
+                       action = excluded.action, value = excluded.value,
+                       origin = excluded.origin, created_at = excluded.created_at""",
+                [watchlist, paper_key, recipient, action, value, origin, _iso(now)])
+            cursor = self.db.execute(
+                """INSERT INTO rating_events (watchlist, paper_key, recipient, action,
+                                              previous_action, origin, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                [watchlist, paper_key, recipient, action, previous, origin, _iso(now)])
+            return RatingOutcome(watchlist, paper_key, action, previous,
+                                 int(cursor.lastrowid or 0))
+
+    def undo_rating(self, event_id: int, now: datetime) -> RatingOutcome | None:
+        """Put back what a rating event replaced; None when it is unknown or undone already.
+
+        A later rating of the same paper by the same reader wins: undoing an older click
+        then changes nothing but the event's record.
+        """
+        with self.writing(f"undo rating event {event_id}"):
+            row = self.db.execute(
+                "SELECT watchlist, paper_key, recipient, action, previous_action, origin "
+                "FROM rating_events WHERE id = ? AND undone_at IS NULL", [event_id]).fetchone()
+            if row is None:
+                return None
+            watchlist, paper_key, recipient, action, previous, origin = row
+            self.db.execute("UPDATE rating_events SET undone_at = ? WHERE id = ?",
+                            [_iso(now), event_id])
+            current = self.db.execute(
+                "SELECT action FROM ratings WHERE watchlist = ? AND paper_key = ? "
+                "AND recipient = ?", [watchlist, paper_key, recipient]).fetchone()
+            if current is None or current[0] != action:
+                return RatingOutcome(watchlist, paper_key, current[0] if current else None,
+                                     action, event_id)
+            if previous is None:
+                self.db.execute("DELETE FROM ratings WHERE watchlist = ? AND paper_key = ? "
+                                "AND recipient = ?", [watchlist, paper_key, recipient])
+            else:
+                self.db.execute(
+                    "UPDATE ratings SET action = ?, value = ?, created_at = ? "
+                    "WHERE watchlist = ? AND paper_key = ? AND recipient = ?",
+                    [previous, -1 if previous == "dislike" else 1, _iso(now), watchlist,
+                     paper_key, recipient])
+            return RatingOutcome(watchlist, paper_key, previous, action, event_id)
+
+    def ratings(self, watchlist: str | None = None) -> dict[str, dict[str, int]]:
+        """Each watchlist's rated papers: +1 liked (or saved), -1 disliked, readers summed.
+
+        A paper that readers rated both ways in equal number is left out.
+        """
+        sql = ("SELECT watchlist, paper_key, sum(value) FROM ratings "
+               + ("WHERE watchlist = ? " if watchlist is not None else "")
+               + "GROUP BY watchlist, paper_key ORDER BY watchlist, paper_key")
+        out: dict[str, dict[str, int]] = {}
+        for name, key, total in self.db.execute(sql, [watchlist] if watchlist else []):
+            if total:
+                out.setdefault(name, {})[key] = 1 if total > 0 else -1
+        return out
+
+    def ratings_fingerprints(self) -> dict[str, str]:
+        """A short digest of each watchlist's ratings: it changes whenever they do."""
+        out = {}
+        for name, ratings in self.ratings().items():
+            text = "\n".join(f"{key}\t{value}" for key, value in sorted(ratings.items()))
+            out[name] = hashlib.sha1(text.encode()).hexdigest()[:16]
+        return out
+
+    def saved_models(self) -> dict[str, tuple[str, bytes]]:
+        """Trained models by watchlist: (fingerprint of the ratings, serialised model)."""
+        return {name: (fingerprint, bytes(blob)) for name, fingerprint, blob in
+                self.db.execute("SELECT watchlist, fingerprint, model FROM ranking_models")}
+
+    def save_model(self, watchlist: str, fingerprint: str, model: bytes, now: datetime) -> None:
+        with self.writing(f"save the ranking model of {watchlist}"):
+            self.db.execute(
+                """INSERT INTO ranking_models (watchlist, fingerprint, model, trained_at)
+                   VALUES (?, ?, ?, ?)
+                   ON CONFLICT (watchlist) DO UPDATE SET fingerprint = excluded.fingerprint,
+                       model = excluded.model, trained_at = excluded.trained_at""",
+                [watchlist, fingerprint, model, _iso(now)])
+
+    def delete_model(self, watchlist: str) -> None:
+        with self.writing(f"drop the ranking model of {watchlist}"):
+            self.db.execute("DELETE FROM ranking_models WHERE watchlist = ?", [watchlist])
+
+    def papers(self, keys: Iterable[str]) -> dict[str, Paper]:
+        """Stored papers by key; keys the store does not hold are absent."""
+        wanted = list(dict.fromkeys(keys))
+        out: dict[str, Paper] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self.db.query(f"SELECT * FROM papers WHERE key IN ({marks})", chunk):
+                out[row["key"]] = _paper_from_row(row)
+        return out
 
     def delivered_keys(self, channel: str) -> set[str]:
         return {r[0] for r in self.db.execute(
