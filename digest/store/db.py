@@ -173,11 +173,30 @@ class Store:
             )
         return new, known
 
-    def _merge_paper(self, paper: Paper, stamp: str) -> bool:
+    def record_references(self, papers: Iterable[Paper], now: datetime) -> int:
+        """Store papers looked up for a reason other than news (seeds, imported likes).
+
+        They are not listings: their ``first_seen`` is their publication date when older,
+        so they stay out of the lookback window and are never sent as new. No sighting or
+        source state is written. Returns how many were new to the store.
+        """
+        stamp = _iso(now)
+        new = 0
+        with self.writing("record looked-up papers"):
+            for paper in papers:
+                first_seen = stamp
+                if paper.published is not None:
+                    published = _iso(paper.published.astimezone(now.tzinfo))
+                    first_seen = min(first_seen, published)
+                new += self._merge_paper(paper, stamp, first_seen=first_seen)
+        return new
+
+    def _merge_paper(self, paper: Paper, stamp: str, *, first_seen: str | None = None) -> bool:
         row = self.db.execute("SELECT * FROM papers WHERE key = ?", [paper.key]).fetchone()
         values = _paper_row(paper)
         if row is None:
-            self.db.table("papers").insert({**values, "first_seen": stamp, "updated_at": stamp})
+            self.db.table("papers").insert({**values, "first_seen": first_seen or stamp,
+                                            "updated_at": stamp})
             return True
         old = dict(zip([d[0] for d in self.db.execute("SELECT * FROM papers LIMIT 0")
                         .description], row, strict=True))
