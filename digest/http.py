@@ -232,6 +232,15 @@ class Fetcher:
                 last_problem = f"{type(exc).__name__}: {exc}"
             except httpx.InvalidURL as exc:
                 raise FetchError(f"invalid URL: {exc}", source=source, url=url) from exc
+            # Neither gets better by asking again within the run; the next run tries again.
+            except httpx.DecodingError as exc:
+                raise FetchError(f"cannot decode the response body as its Content-Encoding "
+                                 f"says ({exc})", source=source, url=url,
+                                 attempts=attempt) from exc
+            except httpx.TooManyRedirects as exc:
+                raise FetchError(f"too many redirects (more than {self.client.max_redirects}), "
+                                 "likely a redirect loop", source=source, url=url,
+                                 attempts=attempt) from exc
             if attempt == attempts:
                 break
             wait = retry_wait(self.settings, attempt, wait)

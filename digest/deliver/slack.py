@@ -1,7 +1,8 @@
 """Slack incoming webhooks: Block Kit messages, paced, Retry-After honoured.
 
 Limits: about one message per second per hook; 50 blocks a message; 3000 characters a
-section. 404 and 410 mean the hook is gone for good. Secret: the webhook URL itself.
+section. Any 2xx means accepted, whatever the body; 404 and 410 mean the hook is gone for
+good. Secret: the webhook URL itself.
 """
 
 from __future__ import annotations
@@ -77,16 +78,23 @@ class SlackChannel:
             self._pacer.wait()
             wait: float | None = None
             try:
-                response = self._client.post(self.settings.webhook_url.reveal(), json=message,
-                                             timeout=self.settings.timeout_seconds)
+                with self._client.stream("POST", self.settings.webhook_url.reveal(),
+                                         json=message,
+                                         timeout=self.settings.timeout_seconds) as response:
+                    # The status alone says the message was accepted; a body that cannot be
+                    # decoded must not make it count as unsent and be posted again.
+                    if response.is_success:
+                        return
+                    body = _answer_text(response)
             except httpx.TimeoutException:
                 problem = f"timed out after {self.settings.timeout_seconds:g} s"
             except httpx.TransportError as exc:
                 problem = f"{type(exc).__name__} talking to the webhook"
+            except httpx.TooManyRedirects:
+                problem = (f"too many redirects (more than {self._client.max_redirects}), "
+                           "likely a redirect loop")
+                break  # the same loop again within the run would not help
             else:
-                if response.status_code == 200:
-                    return
-                body = response.text[:200].strip()
                 problem = f"HTTP {response.status_code} {body}".strip()
                 if response.status_code in GONE_STATUSES:
                     raise DeliveryError(f"Slack webhook is gone ({problem}); create a new "
@@ -113,3 +121,16 @@ class SlackChannel:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _answer_text(response: httpx.Response) -> str:
+    """The start of an error answer's body as text; "" when the body cannot be read."""
+    head = b""
+    try:
+        for chunk in response.iter_bytes():
+            head += chunk
+            if len(head) >= 1024:
+                break
+    except (httpx.DecodingError, httpx.TransportError):
+        pass  # the status says enough
+    return head.decode("utf-8", errors="replace")[:200].strip()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import codecs
 import html
+import json
 import logging
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 from lxml import etree
 
@@ -20,6 +23,14 @@ _DOCTYPE_ENTITY = re.compile(rb"<!ENTITY", re.IGNORECASE)
 _XML_DECLARATION = re.compile(
     rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._\-]+)["']""")
 _LATIN1_NAMES = {"iso-8859-1", "latin-1", "latin1", "iso8859-1", "windows-1252", "cp1252"}
+# How an XML document in UTF-16 or UTF-32 begins (XML 1.0, appendix F). UTF-32 first: its
+# little-endian mark starts with UTF-16's.
+_WIDE_STARTS = (
+    (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
+    (b"<\x00?\x00", "utf-16-le"), (b"\x00<\x00?", "utf-16-be"),
+)
+_DECLARED_ENCODING = re.compile(r"""^(\s*<\?xml[^>]*?encoding\s*=\s*["'])[^"']*""")
 _TAG = re.compile(r"<[^>]+>")
 # The few TeX accent commands that arXiv metadata uses in names, e.g. R\'emy.
 _TEX_ACCENTS = {"'": "\u0301", "`": "\u0300", '"': "\u0308", "^": "\u0302", "~": "\u0303",
@@ -50,15 +61,31 @@ def _declared_encoding(content: bytes) -> str | None:
     return match.group(1).decode("ascii").lower() if match else None
 
 
+def _to_utf8(content: bytes, *, what: str) -> bytes:
+    """A UTF-16 or UTF-32 document re-encoded as UTF-8, its declaration saying so."""
+    codec = next((name for start, name in _WIDE_STARTS if content.startswith(start)), None)
+    if codec is None:
+        return content
+    try:
+        text = content.decode(codec)
+    except UnicodeDecodeError as exc:
+        log.warning("%s: invalid %s at byte %d; replacing bad bytes", what, codec.upper(),
+                    exc.start)
+        text = content.decode(codec, errors="replace")
+    return _DECLARED_ENCODING.sub(r"\g<1>utf-8", text, count=1).encode("utf-8")
+
+
 def prepare_xml(content: bytes, *, what: str) -> bytes:
     """Check untrusted XML before any parser sees it, and mend what is safe to mend.
 
     Entity declarations are refused outright (entity bombs, external entities). Bytes
     that are not valid UTF-8 in a UTF-8 document become U+FFFD rather than losing the
-    whole feed, and UTF-8 mislabelled as Latin-1 is read as the UTF-8 it is.
+    whole feed, and UTF-8 mislabelled as Latin-1 is read as the UTF-8 it is. UTF-16 and
+    UTF-32 documents become UTF-8 first, so the entity check reads them too.
     """
     if not content.strip():
         raise ParseError(f"{what}: empty response")
+    content = _to_utf8(content, what=what)
     if _DOCTYPE_ENTITY.search(content[:65536]):
         raise ParseError(f"{what}: XML declares entities; refused (possible entity bomb)")
     declared = _declared_encoding(content)
@@ -122,6 +149,37 @@ def clean_text(text: str | None) -> str:
 def strip_html(text: str | None) -> str:
     """Plain text from a fragment of HTML, as feeds put in summaries."""
     return clean_text(html.unescape(_TAG.sub(" ", text or "")))
+
+
+def load_json(content: bytes, *, what: str, source: str | None = None) -> Any:
+    """Parse an untrusted JSON body; whatever the json module refuses is a ParseError."""
+    try:
+        return json.loads(content.decode("utf-8", errors="replace"))
+    except RecursionError as exc:
+        raise ParseError(f"{what}: JSON nested too deeply to read", source=source) from exc
+    except ValueError as exc:  # bad syntax, or an integer longer than Python converts
+        raise ParseError(f"{what}: not JSON ({exc})", source=source) from exc
+
+
+def json_kind(value: object) -> str:
+    """How a JSON value is named in an error message."""
+    if isinstance(value, bool):
+        return "true/false"
+    kinds = ((dict, "an object"), (list, "a list"), (str, "a string"), ((int, float), "a number"))
+    return next((name for cls, name in kinds if isinstance(value, cls)), "null")
+
+
+def json_str(value: object) -> str:
+    """A JSON field that should hold a string; any other type counts as absent."""
+    return value if isinstance(value, str) else ""
+
+
+def json_names(people: object) -> tuple[str, ...]:
+    """The names in a JSON list of person objects; entries of the wrong type are left out."""
+    if not isinstance(people, list):
+        return ()
+    names = (clean_text(json_str(p.get("name"))) for p in people if isinstance(p, dict))
+    return tuple(name for name in names if name)
 
 
 def detex(text: str) -> str:

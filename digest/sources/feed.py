@@ -6,7 +6,7 @@ found in links, guids or dc:identifier give papers the same identity as elsewher
 
 from __future__ import annotations
 
-import json
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,11 +20,17 @@ from digest.sources.base import (
     Batch,
     SourceState,
     clean_text,
+    json_kind,
+    json_names,
+    json_str,
+    load_json,
     parse_timestamp,
     parse_xml,
     prepare_xml,
     strip_html,
 )
+
+log = logging.getLogger(__name__)
 
 
 def parse(content: bytes, *, source: str = "feed") -> list[Paper]:
@@ -60,7 +66,10 @@ def _entry(entry: Any, source: str) -> Paper:
     stamp = entry.get("published_parsed") or entry.get("updated_parsed")
     if stamp:
         year, month, day, hour, minute, second = stamp[:6]
-        published = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+        try:
+            published = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+        except ValueError:  # feedparser passes on years such as 0 and 10000
+            published = None
     categories = tuple(clean_text(t.get("term")) for t in entry.get("tags", []) if t.get("term"))
     return Paper(
         key=paper_key(arxiv_id=arxiv_id, doi=doi, guid=guid, link=link, title=title,
@@ -79,48 +88,76 @@ def _entry(entry: Any, source: str) -> Paper:
 
 
 def parse_json_feed(content: bytes, *, source: str = "feed") -> list[Paper]:
-    try:
-        data = json.loads(content.decode("utf-8", errors="replace"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ParseError(f"JSON Feed: not JSON ({exc})") from exc
-    if not isinstance(data, dict) or not str(data.get("version", "")).startswith(
-            "https://jsonfeed.org/version/"):
-        raise ParseError("JSON Feed: missing or unknown 'version'")
+    """Papers of a JSON Feed 1.x document.
+
+    A field of the wrong type is ignored; an item that yields no paper is skipped with a
+    warning; a document in which no item yields one is a ParseError.
+    """
+    data = load_json(content, what="JSON Feed", source=source)
+    if not isinstance(data, dict):
+        raise ParseError(f"JSON Feed: expected a JSON object, got {json_kind(data)}",
+                         source=source)
+    if not json_str(data.get("version")).startswith("https://jsonfeed.org/version/"):
+        raise ParseError("JSON Feed: missing or unknown 'version'", source=source)
     items = data.get("items")
     if not isinstance(items, list):
-        raise ParseError("JSON Feed: 'items' must be a list")
-    feed_authors = data.get("authors") or ([data["author"]] if data.get("author") else [])
+        raise ParseError(f"JSON Feed: 'items' must be a list, got {json_kind(items)}",
+                         source=source)
+    feed_authors = _json_authors(data)
     papers = []
-    for item in items:
+    problem = ""
+    for number, item in enumerate(items, 1):
         if not isinstance(item, dict):
+            problem = f"item {number} is {json_kind(item)}, not an object"
+        elif (paper := _json_item(item, feed_authors, source)) is None:
+            problem = f"item {number} has no title, text, url or id"
+        else:
+            papers.append(paper)
             continue
-        link = clean_text(item.get("url") or item.get("external_url"))
-        guid = clean_text(str(item.get("id") or ""))
-        parsed = parse_arxiv_id(link) if link else None
-        arxiv_id, version = parsed if parsed else (None, None)
-        text = item.get("content_text") or strip_html(item.get("content_html"))
-        title = clean_text(item.get("title")) or clean_text(item.get("summary")) or \
-            clean_text(text)[:120]
-        item_authors = item.get("authors") or ([item["author"]] if item.get("author") else [])
-        authors = tuple(clean_text(a.get("name")) for a in (item_authors or feed_authors)
-                        if isinstance(a, dict) and a.get("name"))
-        published = parse_timestamp(item.get("date_published"))
-        papers.append(Paper(
-            # A JSON Feed id is only unique within its feed, so the link comes first.
-            key=paper_key(arxiv_id=arxiv_id, link=link,
-                          guid=f"{source}:{guid}" if guid and not link else None,
-                          title=title, authors=authors),
-            title=title,
-            url=link,
-            abstract=clean_text(item.get("summary") or text),
-            authors=authors,
-            arxiv_id=arxiv_id,
-            version=version,
-            categories=tuple(str(t) for t in item.get("tags") or [] if isinstance(t, str)),
-            published=published,
-            source=source,
-        ))
+        log.warning("source=%s JSON Feed %s; skipped", source, problem)
+    if items and not papers:
+        raise ParseError(f"JSON Feed: none of the {len(items)} items yields a paper ({problem})",
+                         source=source)
     return papers
+
+
+def _json_authors(holder: dict[str, Any]) -> tuple[str, ...]:
+    """Names from 'authors' (JSON Feed 1.1), else from the single 'author' of 1.0."""
+    return json_names(holder.get("authors")) or json_names([holder.get("author")])
+
+
+def _json_item(item: dict[str, Any], feed_authors: tuple[str, ...], source: str) -> Paper | None:
+    link = clean_text(json_str(item.get("url")) or json_str(item.get("external_url")))
+    raw_id = item.get("id")
+    # JSON Feed 1.0 tells readers to turn a numeric id into a string.
+    if isinstance(raw_id, int | float) and not isinstance(raw_id, bool):
+        raw_id = str(raw_id)
+    guid = clean_text(json_str(raw_id))
+    parsed = parse_arxiv_id(link) if link else None
+    arxiv_id, version = parsed if parsed else (None, None)
+    text = json_str(item.get("content_text")) or strip_html(json_str(item.get("content_html")))
+    summary = json_str(item.get("summary"))
+    title = clean_text(json_str(item.get("title"))) or clean_text(summary) or \
+        clean_text(text)[:120]
+    if not (title or link or guid):
+        return None
+    authors = _json_authors(item) or feed_authors
+    tags = item.get("tags")
+    return Paper(
+        # A JSON Feed id is only unique within its feed, so the link comes first.
+        key=paper_key(arxiv_id=arxiv_id, link=link,
+                      guid=f"{source}:{guid}" if guid and not link else None,
+                      title=title, authors=authors),
+        title=title,
+        url=link,
+        abstract=clean_text(summary or text),
+        authors=authors,
+        arxiv_id=arxiv_id,
+        version=version,
+        categories=tuple(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else (),
+        published=parse_timestamp(json_str(item.get("date_published"))),
+        source=source,
+    )
 
 
 class FeedSource:

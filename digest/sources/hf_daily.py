@@ -6,60 +6,98 @@ to is ``submittedOnDailyAt`` (``publishedAt`` is the arXiv date); upvotes are ke
 
 from __future__ import annotations
 
-import json
+import logging
+import re
 from typing import Any
 
 from digest.config import SourceSettings
 from digest.errors import ParseError
 from digest.http import Fetcher
 from digest.models import Paper, paper_key, parse_arxiv_id
-from digest.sources.base import Batch, SourceState, clean_text, parse_timestamp
+from digest.sources.base import (
+    Batch,
+    SourceState,
+    clean_text,
+    json_kind,
+    json_names,
+    json_str,
+    load_json,
+    parse_timestamp,
+)
+
+log = logging.getLogger(__name__)
 
 BASE_URL = "https://huggingface.co/api/daily_papers"
+WHAT = "Hugging Face daily papers"
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_MAX_COUNT = 2**63 - 1  # what SQLite can store
 
 
 def _day(entry: dict[str, Any]) -> str:
-    paper = entry.get("paper") or {}
-    return str(paper.get("submittedOnDailyAt") or entry.get("publishedAt") or "")[:10]
+    """The entry's YYYY-MM-DD, or "" when neither date field is a date string."""
+    for value in (entry["paper"].get("submittedOnDailyAt"), entry.get("publishedAt")):
+        if _DAY.match(json_str(value)):
+            return json_str(value)[:10]
+    return ""
 
 
 def parse(content: bytes, *, date: str = "latest", source: str = "hf_daily") -> list[Paper]:
-    """Papers of the given day ('latest': the newest day present in the response)."""
-    try:
-        data = json.loads(content.decode("utf-8", errors="replace"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ParseError(f"Hugging Face daily papers: not JSON ({exc})") from exc
+    """Papers of the given day ('latest': the newest day present in the response).
+
+    A field of the wrong type is ignored; an entry that yields no paper is skipped with a
+    warning; a response in which no entry yields one is a ParseError.
+    """
+    data = load_json(content, what=WHAT, source=source)
     if isinstance(data, dict) and "error" in data:
-        raise ParseError(f"Hugging Face reports an error: {data['error']}")
+        raise ParseError(f"Hugging Face reports an error: {data['error']}", source=source)
     if not isinstance(data, list):
-        raise ParseError("Hugging Face daily papers: expected a JSON list of entries")
-    entries = [e for e in data if isinstance(e, dict) and isinstance(e.get("paper"), dict)]
+        raise ParseError(f"{WHAT}: expected a JSON list of entries, got {json_kind(data)}",
+                         source=source)
+    dated: list[tuple[str, Paper]] = []
+    problem = ""
+    for number, entry in enumerate(data, 1):
+        if not isinstance(entry, dict) or not isinstance(entry.get("paper"), dict):
+            problem = f"entry {number} holds no 'paper' object"
+        elif not (day := _day(entry)):
+            problem = f"entry {number} has no submittedOnDailyAt date"
+        elif (paper := _paper(entry, source)) is None:
+            problem = f"entry {number} has neither an id nor a title"
+        else:
+            dated.append((day, paper))
+            continue
+        log.warning("source=%s %s; skipped", source, problem)
+    if data and not dated:
+        raise ParseError(f"{WHAT}: none of the {len(data)} entries yields a paper ({problem})",
+                         source=source)
     if date == "latest":
-        days = [d for d in (_day(e) for e in entries) if d]
-        date = max(days) if days else ""
-    return [_paper(e, source) for e in entries if _day(e) == date]
+        date = max((day for day, _ in dated), default="")
+    return [paper for day, paper in dated if day == date]
 
 
-def _paper(entry: dict[str, Any], source: str) -> Paper:
+def _paper(entry: dict[str, Any], source: str) -> Paper | None:
     paper = entry["paper"]
-    raw_id = str(paper.get("id") or "")
+    # Only a string: a number would lose an arXiv id's trailing zeros (2606.00470 -> .0047).
+    raw_id = clean_text(json_str(paper.get("id")))
     parsed = parse_arxiv_id(raw_id)
     arxiv_id = parsed[0] if parsed else None
-    title = clean_text(paper.get("title") or entry.get("title"))
-    authors = tuple(clean_text(a.get("name")) for a in paper.get("authors") or []
-                    if isinstance(a, dict) and a.get("name"))
+    title = clean_text(json_str(paper.get("title")) or json_str(entry.get("title")))
+    if not raw_id and not title:
+        return None
+    authors = json_names(paper.get("authors"))
     upvotes = paper.get("upvotes")
-    published = parse_timestamp(paper.get("submittedOnDailyAt"))
+    if isinstance(upvotes, bool) or not isinstance(upvotes, int) or not 0 <= upvotes <= _MAX_COUNT:
+        upvotes = None  # a string, a fraction, or a count SQLite cannot hold
+    published = parse_timestamp(json_str(paper.get("submittedOnDailyAt")))
     link = f"https://huggingface.co/papers/{raw_id}" if raw_id else ""
     return Paper(
         key=paper_key(arxiv_id=arxiv_id, link=link, title=title, authors=authors),
         title=title,
         url=link,
-        abstract=clean_text(paper.get("summary") or entry.get("summary")),
+        abstract=clean_text(json_str(paper.get("summary")) or json_str(entry.get("summary"))),
         authors=authors,
         arxiv_id=arxiv_id,
         published=published,
-        upvotes=int(upvotes) if isinstance(upvotes, int) else None,
+        upvotes=upvotes,
         source=source,
     )
 
