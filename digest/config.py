@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from email.errors import HeaderParseError
+from email.headerregistry import AddressHeader, HeaderRegistry
+from importlib import resources
 from pathlib import Path
-from urllib.parse import urlsplit
-from typing import Any
+from typing import Any, cast
+from urllib.parse import SplitResult, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.cron import CronTrigger
@@ -38,8 +42,11 @@ WATCHLIST_KEYS = ("name", "channels", "keywords", "query", "exclude", "authors",
                   "primary_only", "category_boost", "upvotes_boost", "recency_boost",
                   "recency_half_life_days", "similar_to", "similarity_weight",
                   "min_similarity", "min_score", "max_papers", "schedule", "timezone",
-                  "feedback_weight")
+                  "feedback_weight", "previous_names")
 _CATEGORY = re.compile(r"^[a-z\-]+(\.[A-Za-z\-]+)?$")
+# What may sit in a URL an HTTP client sends: no spaces, no control characters.
+_URL_JUNK = re.compile(r"[\s\x00-\x1f\x7f]")
+_HEADERS = HeaderRegistry()
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -171,6 +178,7 @@ class WatchlistSettings:
     schedule: str | None = None
     timezone: str | None = None
     feedback_weight: float = 5.0  # how much the model learned from ratings counts; 0: off
+    previous_names: tuple[str, ...] = ()  # what the store may still call this watchlist
 
 
 @dataclass(frozen=True)
@@ -195,6 +203,7 @@ class ChannelSettings:
     username: Secret | None = None
     password: Secret | None = None
     webhook_url: Secret | None = None
+    previous_names: tuple[str, ...] = ()  # what the store may still call this channel
 
     def secret_envs(self) -> dict[str, Secret | None]:
         """Each environment variable this channel needs, with its value if set."""
@@ -228,6 +237,11 @@ class Settings:
                     problems.append(
                         (f"channels.{channel.name}", f"environment variable {env} is not set")
                     )
+            hook = channel.webhook_url.reveal() if channel.webhook_url else ""
+            # The reason is not shown: it could quote a piece of the secret.
+            if hook and _url_problem(hook, local=False):
+                problems.append((f"channels.{channel.name}", f"${channel.webhook_url_env} is "
+                                 "not a valid webhook URL (https://host/path, port 1-65535)"))
         if self.web.enabled:
             key = self.web.secret.reveal() if self.web.secret else ""
             if not key:
@@ -372,8 +386,114 @@ def _cron(value: str) -> str | None:
     return None
 
 
+@functools.cache
+def arxiv_categories() -> frozenset[str]:
+    """arXiv's category ids (cs.CL, hep-th, ...), from the taxonomy shipped with the package."""
+    text = (resources.files("digest") / "data" / "arxiv_categories.txt").read_text("utf-8")
+    return frozenset(line.strip() for line in text.splitlines()
+                     if line.strip() and not line.lstrip().startswith("#"))
+
+
+@functools.cache
+def arxiv_archives() -> frozenset[str]:
+    """Archives with subject classes (cs, math, astro-ph, ...): rss.arxiv.org serves each whole."""
+    return frozenset(c.split(".", 1)[0] for c in arxiv_categories() if "." in c)
+
+
 def _category(value: str) -> str | None:
-    return None if _CATEGORY.match(value) else f"'{value}' is not an arXiv category like cs.CL"
+    """A category a paper can be listed under; ids are case-sensitive, as arXiv writes them."""
+    return _category_problem(value, arxiv_categories())
+
+
+def _listing_category(value: str) -> str | None:
+    """What an arxiv_rss source may ask for: a category, or a whole archive such as 'cs'."""
+    return _category_problem(value, arxiv_categories() | arxiv_archives())
+
+
+def _category_problem(value: str, known: frozenset[str]) -> str | None:
+    if value in known:
+        return None
+    if value in arxiv_archives():
+        example = min(c for c in arxiv_categories() if c.startswith(value + "."))
+        return (f"'{value}' is a whole arXiv archive; papers are listed under its categories, "
+                f"like {example}")
+    by_lower = {c.lower(): c for c in known}
+    near = difflib.get_close_matches(value.lower(), by_lower, n=1, cutoff=0.75)
+    close = by_lower.get(value.lower()) or (by_lower[near[0]] if near else None)
+    hint = f" (did you mean '{close}'?)" if close else ""
+    if not _CATEGORY.match(value):
+        return f"'{value}' is not an arXiv category like cs.CL{hint}"
+    return f"unknown arXiv category '{value}'{hint}"
+
+
+def _is_local(location: str, scheme: str) -> bool:
+    # The rule of digest.http.is_local (a path, a file: URL, a Windows drive letter), which
+    # this layer cannot import; tests/test_check.py holds the two together.
+    return scheme in ("", "file") or (len(scheme) == 1 and location[1:2] == ":")
+
+
+def _url_problem(value: str, *, local: bool) -> str | None:
+    """Why a URL cannot be fetched as written, or None. ``local`` admits paths and file:."""
+    if not value.strip():
+        return "empty url"
+    try:
+        parts = urlsplit(value)
+    except ValueError as exc:
+        return f"not a valid URL ({exc})"
+    scheme = parts.scheme.lower()
+    if local and _is_local(value, scheme):
+        return None
+    if scheme not in ("http", "https"):
+        allowed = "http://, https://, file: or a local path" if local else "http:// or https://"
+        return f"unsupported URL scheme '{scheme}:' (use {allowed})"
+    if _URL_JUNK.search(value):
+        return "not a valid URL (it holds a space or a control character)"
+    if not parts.hostname:
+        return "not a valid URL (no host name)"
+    return _port_problem(parts)
+
+
+def _port_problem(parts: SplitResult) -> str | None:
+    try:
+        port = parts.port
+    except ValueError:
+        written = parts.netloc.rpartition(":")[2]
+        if not written.isdigit():
+            return f"not a valid URL (port '{written}' is not a number)"
+        port = int(written)
+    if port is not None and not 1 <= port <= 65535:
+        return f"port {port} is out of range (must be 1-65535)"
+    return None
+
+
+def _source_url(value: str) -> str | None:
+    return _url_problem(value, local=True)
+
+
+def _unsubscribe(value: str) -> str | None:
+    """List-Unsubscribe holds a URL: mailto:, or an http(s) address readers can open."""
+    if value.lower().startswith("mailto:"):
+        return None if _address(value[7:].split("?", 1)[0]) is None else (
+            "the mailto: address is not an email address like list-admin@example.org")
+    if not value.lower().startswith(("http://", "https://")):
+        return "must be a mailto: or https:// URL, like mailto:list-admin@example.org"
+    return _url_problem(value, local=False)
+
+
+def _address(value: str) -> str | None:
+    """One mailbox, strictly parsed: a local part and a domain, optionally a display name."""
+    try:
+        parsed = _HEADERS("to", value)
+        header = cast(AddressHeader, parsed)  # the registry makes "to" an address header
+        addresses, groups, defects = header.addresses, header.groups, parsed.defects
+    except (HeaderParseError, IndexError, ValueError, TypeError):  # the parser's own slips
+        return f"'{value}' is not an email address like name@example.org"
+    if len(addresses) > 1:
+        return f"'{value}' holds {len(addresses)} addresses; write one address per entry"
+    if (defects or not addresses or not addresses[0].username or not addresses[0].domain
+            or any(group.display_name for group in groups)):
+        return f"'{value}' is not an email address like name@example.org"
+    return None
 
 
 def _env_name(value: str) -> str | None:
@@ -443,9 +563,11 @@ def _read_web(reader: _Reader, raw: Any, env: Mapping[str, str]) -> WebSettings:
     d = WebSettings()
 
     def url(value: str) -> str | None:
+        if reason := _url_problem(value, local=False):
+            if reason.startswith(("unsupported", "empty", "not a valid URL (no host")):
+                return "must be an http(s) URL, like https://papers.example.org/digest"
+            return reason
         parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            return "must be an http(s) URL, like https://papers.example.org/digest"
         if parts.query or parts.fragment:
             return "must not carry a query or fragment"
         return None
@@ -494,10 +616,10 @@ def _read_sources(reader: _Reader, raw: Any) -> tuple[SourceSettings, ...]:
             reader.problem(f"{path}.name", f"duplicate source name '{name}'")
         seen.add(name)
         d = SourceSettings(name="", kind="")
-        url = reader.value(table, "url", path, str, None,
-                           lambda v: None if v.strip() else "empty url")
-        categories = reader.strings(table, "categories", path, check=_category)
-        if kind == "arxiv_rss" and not categories and not url:
+        url = reader.value(table, "url", path, str, None, _source_url)
+        categories = reader.strings(table, "categories", path, check=_listing_category)
+        # A url or categories written but refused already have their own problem.
+        if kind == "arxiv_rss" and not table.get("categories") and "url" not in table:
             reader.problem(f"{path}.categories", "list at least one arXiv category, like cs.CL")
         query = reader.value(table, "query", path, str, None,
                              lambda v: None if v.strip() else "empty query")
@@ -669,14 +791,16 @@ def _read_watchlists(reader: _Reader, raw: Any) -> tuple[WatchlistSettings, ...]
             timezone=reader.value(table, "timezone", path, str, None, _timezone),
             feedback_weight=reader.value(table, "feedback_weight", path, float,
                                          d.feedback_weight, _in_range(0, 100)),
+            previous_names=reader.strings(table, "previous_names", path, check=_name,
+                                          empty="empty name"),
         ))
     return tuple(watchlists)
 
 
 CHANNEL_KEYS: dict[str, tuple[str, ...]] = {
     "email": ("smtp_host", "smtp_port", "security", "ca_file", "username_env", "password_env",
-              "from", "to", "subject", "unsubscribe", "timeout_seconds"),
-    "slack": ("webhook_url_env", "timeout_seconds"),
+              "from", "to", "subject", "unsubscribe", "timeout_seconds", "previous_names"),
+    "slack": ("webhook_url_env", "timeout_seconds", "previous_names"),
 }
 
 
@@ -716,7 +840,7 @@ def _read_channels(
         channels[name] = ChannelSettings(
             name=name,
             kind=kind or "",
-            smtp_host=reader.value(table, "smtp_host", path, str, d.smtp_host),
+            smtp_host=reader.value(table, "smtp_host", path, str, d.smtp_host, _smtp_host),
             smtp_port=reader.value(table, "smtp_port", path, int, d.smtp_port,
                                    _in_range(1, 65535)),
             security=reader.value(table, "security", path, str, d.security,
@@ -724,20 +848,58 @@ def _read_channels(
             ca_file=_optional_path(reader.value(table, "ca_file", path, str, None)),
             username_env=username_env,
             password_env=password_env,
-            sender=reader.value(table, "from", path, str, "",
-                                lambda v: None if "@" in v else "must be an email address"),
-            to=reader.strings(table, "to", path,
-                              check=lambda v: None if "@" in v else "must be an email address"),
+            sender=reader.value(table, "from", path, str, "", _address),
+            to=_read_recipients(reader, table, path),
             subject=reader.value(table, "subject", path, str, d.subject, _subject),
-            unsubscribe=reader.value(table, "unsubscribe", path, str, None),
+            unsubscribe=reader.value(table, "unsubscribe", path, str, None, _unsubscribe),
             timeout_seconds=reader.value(table, "timeout_seconds", path, float,
                                          d.timeout_seconds, _in_range(0.1, 600)),
             webhook_url_env=webhook_env,
             username=secret(username_env),
             password=secret(password_env),
             webhook_url=secret(webhook_env),
+            previous_names=reader.strings(table, "previous_names", path, check=_name,
+                                          empty="empty name"),
         )
     return channels
+
+
+def _read_recipients(reader: _Reader, table: Mapping[str, Any], path: str) -> tuple[str, ...]:
+    to = reader.strings(table, "to", path, check=_address, empty="empty address")
+    # An empty list would record digests that no one can receive, and block the channel.
+    if isinstance(table.get("to"), list) and not table["to"]:
+        reader.problem(f"{path}.to", "list at least one recipient, like "
+                                     '["ml-team@example.org"]')
+    return to
+
+
+def _smtp_host(value: str) -> str | None:
+    if not value.strip() or _URL_JUNK.search(value):
+        return "must be a host name or address, like smtp.example.org"
+    if value.count(":") == 1:  # more than one is an IPv6 address
+        return "must be the host alone; write its port as smtp_port"
+    return None
+
+
+def _check_previous_names(reader: _Reader, settings: Settings) -> None:
+    """A previous name must be free now, and claimed once, or a rename would merge two."""
+    kinds = (("channel", [(f"channels.{c.name}", c.name, c.previous_names)
+                          for c in settings.channels.values()]),
+             ("watchlist", [(f"watchlists[{i}]", w.name, w.previous_names)
+                            for i, w in enumerate(settings.watchlists)]))
+    for kind, entries in kinds:
+        current = {name for _, name, _ in entries}
+        claimed: dict[str, str] = {}
+        for path, name, previous in entries:
+            for j, old in enumerate(previous):
+                where = f"{path}.previous_names[{j}]"
+                if old in current:
+                    reader.problem(where, f"'{old}' is the name of a configured {kind}; list "
+                                          "only names no longer in use")
+                elif old in claimed and claimed[old] != name:
+                    reader.problem(where, f"'{old}' is a previous name of {kind} "
+                                          f"'{claimed[old]}' already")
+                claimed.setdefault(old, name)
 
 
 def _optional_path(value: str | None) -> Path | None:
@@ -756,11 +918,21 @@ def parse_settings(
     text: str, *, path: Path, env: Mapping[str, str] | None = None
 ) -> Settings:
     """Parse and check a config document; raise ConfigError listing every problem."""
+    settings, problems = _parse(text, path=path, env=env)
+    if problems or settings is None:
+        raise ConfigError(problems, path=str(path))
+    return settings
+
+
+def _parse(
+    text: str, *, path: Path, env: Mapping[str, str] | None
+) -> tuple[Settings | None, list[tuple[str, str]]]:
+    """Settings and every problem found; a value with a problem holds its default."""
     env = os.environ if env is None else env
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([("", f"not valid TOML: {exc}")], path=str(path)) from exc
+        return None, [("", f"not valid TOML: {exc}")]
     reader = _Reader()
     reader.known_keys(data, TOP_KEYS, "")
     version = data.get("version", _MISSING)
@@ -786,19 +958,37 @@ def parse_settings(
                 known = ", ".join(settings.channels) or "none defined"
                 reader.problem(f"watchlists[{i}].channels[{j}]",
                                f"no channel named '{channel}' (known: {known})")
-    if reader.problems:
-        raise ConfigError(reader.problems, path=str(path))
-    return settings
+    _check_previous_names(reader, settings)
+    return settings, reader.problems
 
 
 def load_settings(path: str | Path, *, env: Mapping[str, str] | None = None) -> Settings:
     """Read a config file. Relative paths inside it are taken from the working directory."""
     config_path = Path(path)
+    return parse_settings(_read_text(config_path), path=config_path, env=env)
+
+
+def read_settings(
+    path: str | Path, *, env: Mapping[str, str] | None = None
+) -> tuple[Settings | None, list[tuple[str, str]]]:
+    """What ``check`` needs: the settings as far as they could be read, and every problem.
+
+    Never raises for a bad file. The settings are None when the file cannot be read or is
+    not TOML; otherwise a value with a problem holds its default, so that the checks of a
+    run (secrets, local files) can still be made and reported together.
+    """
+    config_path = Path(path)
     try:
-        text = config_path.read_text(encoding="utf-8")
+        text = _read_text(config_path)
+    except ConfigError as exc:
+        return None, exc.problems
+    return _parse(text, path=config_path, env=env)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise ConfigError([("", "config file not found")], path=str(config_path)) from exc
+        raise ConfigError([("", "config file not found")], path=str(path)) from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([("", f"cannot read config file: {exc}")],
-                          path=str(config_path)) from exc
-    return parse_settings(text, path=config_path, env=env)
+        raise ConfigError([("", f"cannot read config file: {exc}")], path=str(path)) from exc
