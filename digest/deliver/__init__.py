@@ -6,12 +6,12 @@ content. Adding a channel kind is one module, one test file and one line in ``CH
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from digest.config import ChannelSettings
 from digest.deliver import email, slack
-from digest.deliver.base import ChannelContext, Composed
+from digest.deliver.base import ChannelContext, Composed, settings_fingerprint
 from digest.deliver.outbox import Outbox
 
 
@@ -24,7 +24,8 @@ class Channel(Protocol):
     def compose(self, digest: Any) -> Composed: ...
 
     def send(self, payload: dict[str, Any], *, parts_sent: int,
-             on_part_sent: Callable[[int], None]) -> None: ...
+             on_part_sent: Callable[[int], None]) -> Mapping[str, tuple[bool, str]] | None:
+        """Deliver; return the recipients refused while others accepted (email), if any."""
 
     def close(self) -> None: ...
 
@@ -34,4 +35,4 @@ CHANNELS: dict[str, type[Channel]] = {
     slack.SlackChannel.kind: slack.SlackChannel,
 }
 
-__all__ = ["CHANNELS", "Channel", "ChannelContext", "Composed", "Outbox"]
+__all__ = ["CHANNELS", "Channel", "ChannelContext", "Composed", "Outbox", "settings_fingerprint"]

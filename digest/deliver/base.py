@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from digest.config import HttpSettings
+from digest.config import ChannelSettings, HttpSettings, Secret
 from digest.models import Digest
 from digest.render import Renderer
 
@@ -34,3 +36,20 @@ class Composed:
 
     payload: dict[str, Any]
     digest: Digest
+
+
+def settings_fingerprint(settings: ChannelSettings) -> str:
+    """A short digest of where and how a channel delivers, secrets included (hashed).
+
+    A digest that failed for good under one fingerprint is tried again once the user has
+    changed the channel (a new address, host or webhook), without a manual requeue.
+    """
+    parts = []
+    for item in dataclasses.fields(settings):
+        if item.name in ("name", "previous_names", "timeout_seconds", "subject"):
+            continue
+        value = getattr(settings, item.name)
+        if isinstance(value, Secret):
+            value = hashlib.sha256(value.reveal().encode()).hexdigest()
+        parts.append(f"{item.name}={value!r}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
