@@ -10,25 +10,34 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import ahocorasick
+import numpy as np
 
 from digest.config import AuthorRule, WatchlistSettings
 from digest.models import Match, Paper, Reason, fold_text
+from digest.ranking import Closest, ModelSet, WatchlistModel, featurize
 from digest.similarity import SimilarityIndex, Vector, compare
-from digest.terms import Term, evaluate, parse_term, query_terms, word_text
+from digest.terms import NormalText, Term, evaluate, parse_term, query_terms
 
 TITLE_FACTOR = 2.0  # a term in the title says more than the same term in the abstract
 ABSTRACT_FACTOR = 1.0
 FACTORS = {"title": TITLE_FACTOR, "abstract": ABSTRACT_FACTOR}
+FIELD_ORDER = {"title": 0, "abstract": 1}
 REPEAT_BONUS = 0.25  # each further occurrence in a field adds this share of the weight...
 REPEAT_CAP = 2  # ...for at most this many further occurrences, so repeats saturate
 AUTHOR_POINTS = 3.0
 CATEGORY_ONLY_POINTS = 1.0
 CROSS_LIST_SHARE = 0.5  # a category boost counts half for a cross-listed paper
+# Alone, without a term, author, category or seed, the ratings must say more than "rather
+# liked" to send a paper: this share of feedback_weight at least (P(liked) >= 0.75).
+LEARNED_ALONE = 0.5
+# A watchlist with terms, authors or seeds of its own has said what it looks for, and none
+# of it matched: the ratings must be surer to send the paper past its rules (P >= 0.85).
+LEARNED_PAST_RULES = 0.7
 
 _NAME_PUNCT = re.compile(r"[^\w\s]|_")
 
@@ -87,29 +96,69 @@ class _Compiled:
     uses: list[_Use] = field(default_factory=list)
     profile: Vector | None = None
     plain: bool = False  # keywords only: scored on the short path
+    learned: bool = False  # a model trained on its ratings adds its points
+    disliked: frozenset[str] = frozenset()  # papers a reader disliked for it: never sent
+    seed_keys: frozenset[str] = frozenset()  # its seed papers: not "like" themselves
+    ratings_only: bool = False  # no terms, authors or seeds: the model is all it has
 
     def __post_init__(self) -> None:
         s = self.settings
         self.plain = not (s.exclude or s.categories or s.query is not None or s.authors
                           or s.similar_to or s.category_boost or s.upvotes_boost
-                          or s.recency_boost)
+                          or s.recency_boost or self.learned or self.disliked)
+        self.ratings_only = not (s.keywords or s.query is not None or s.authors
+                                 or s.similar_to)
 
     @property
     def name(self) -> str:
         return self.settings.name
 
 
+Span = tuple[int, int]  # first and last character of a place in a field's normal form
+
+
 @dataclass
 class _Hits:
-    """What one paper's text holds: occurrences per term atom, per field."""
+    """What one paper's text holds: the places each term atom covers, per field."""
 
-    by_atom: dict[int, dict[str, int]]
+    by_atom: dict[int, dict[str, list[Span]]]
 
-    def count(self, atom: int, restriction: str | None) -> dict[str, int]:
+    def spans(self, atom: int, restriction: str | None) -> dict[str, list[Span]]:
         fields = self.by_atom.get(atom)
         if not fields or restriction is None:
             return fields or {}
         return {restriction: fields[restriction]} if restriction in fields else {}
+
+    def count(self, atom: int, restriction: str | None) -> dict[str, int]:
+        return {name: len(spans) for name, spans in self.spans(atom, restriction).items()}
+
+
+class _Learned:
+    """What the models make of a batch of papers: every paper x model lean, computed at once.
+
+    The nearest rated paper is looked up per model for the papers that need a reason; a
+    batch fills those in one sparse product per model (``prefetch``).
+    """
+
+    def __init__(self, models: ModelSet, papers: Sequence[Paper]) -> None:
+        self.models = models
+        self.rows = featurize(papers)
+        self.leans = models.lean(self.rows)
+        self._closest: dict[tuple[int, str], Closest | None] = {}
+
+    def lean(self, row: int, name: str) -> float:
+        return float(self.leans[row, self.models.column[name]])
+
+    def prefetch(self, wanted: Mapping[str, Sequence[int]]) -> None:
+        found = self.models.closest(self.rows, self.leans, wanted)
+        for name, rows in wanted.items():
+            for row in rows:
+                self._closest[(row, name)] = found.get((row, name))
+
+    def closest(self, row: int, name: str) -> Closest | None:
+        if (row, name) not in self._closest:
+            self.prefetch({name: [row]})
+        return self._closest[(row, name)]
 
 
 class Matcher:
@@ -121,27 +170,41 @@ class Matcher:
         *,
         similarity: SimilarityIndex | None = None,
         seeds: dict[str, list[str]] | None = None,
+        seed_keys: Mapping[str, Iterable[str]] | None = None,
+        models: Mapping[str, WatchlistModel] | None = None,
+        ratings: Mapping[str, Mapping[str, int]] | None = None,
     ) -> None:
+        """``models`` are the watchlists' trained models; ``ratings`` their rated papers
+        (+1 liked, -1 disliked), so that a disliked paper is never sent again.
+        ``seed_keys`` names the stored papers among each watchlist's ``seeds``."""
         self.similarity = similarity
         self._atoms: dict[tuple[str, str], int] = {}
         self._atom_terms: list[Term] = []
-        self._regexes: list[tuple[int, re.Pattern[str]]] = []
+        self._regexes: list[Term] = []
         self.watchlists: dict[str, _Compiled] = {}
         self._by_atom: dict[int, set[str]] = defaultdict(set)
         self._postings: dict[int, list[tuple[str, _Use]]] = defaultdict(list)
         self._dense: set[str] = set()  # watchlists scored for every paper
         self._by_category: dict[str, set[str]] = defaultdict(set)
         self._by_author: dict[str, set[str]] = defaultdict(set)
+        models = models or {}
         for settings in watchlists:
-            compiled = _Compiled(settings)
+            disliked = (ratings or {}).get(settings.name, {})
+            compiled = _Compiled(settings,
+                                 learned=settings.feedback_weight > 0 and settings.name in models,
+                                 disliked=frozenset(k for k, v in disliked.items() if v < 0))
             for keyword in settings.keywords:
                 compiled.uses.append(_Use(keyword.term, self._atom(keyword.term),
                                           keyword.weight, "keyword"))
             keyword_keys = {(k.term.key, k.term.field) for k in settings.keywords}
+            # The query is a gate and adds nothing, unless nothing else could score: then
+            # what it matched scores as keywords of weight 1, so its papers still rank.
+            query_weight = 0.0 if (settings.keywords or settings.authors
+                                   or settings.similar_to) else 1.0
             if settings.query is not None:
                 for term, negated in query_terms(settings.query):
                     if negated or (term.key, term.field) not in keyword_keys:
-                        compiled.uses.append(_Use(term, self._atom(term), 1.0,
+                        compiled.uses.append(_Use(term, self._atom(term), query_weight,
                                                   "exclude-query" if negated else "query"))
             for term in settings.exclude:
                 compiled.uses.append(_Use(term, self._atom(term), 0.0, "exclude"))
@@ -161,20 +224,31 @@ class Matcher:
                 texts = (seeds or {}).get(settings.name, [])
                 if texts:
                     compiled.profile = similarity.profile(texts)
+                    compiled.seed_keys = frozenset((seed_keys or {}).get(settings.name, ()))
                     self._dense.add(settings.name)
             self.watchlists[settings.name] = compiled
+        self.learning = ModelSet({w.name: models[w.name] for w in self.watchlists.values()
+                                  if w.learned})
+        # A model alone makes a paper worth scoring when its points could reach min_score.
+        self._lean_floor = np.array(
+            [max(self.watchlists[n].settings.min_score, 1e-6)
+             / self.watchlists[n].settings.feedback_weight for n in self.learning.names])
+        self._learn_names = np.array(self.learning.names, dtype=object)
         self._automaton = ahocorasick.Automaton()
         variants: dict[str, list[int]] = defaultdict(list)
         for atom, term in enumerate(self._atom_terms):
-            if not term.wordy:  # regexes, and terms with symbols such as C++
-                self._regexes.append((atom, term.compiled()))
+            if term.on_raw_text:  # regexes, and terms with symbols such as C++
+                self._regexes.append(term)
                 continue
             for variant in term.variants():
-                # ' word ' in word_text() is a whole word; a prefix leaves the end open
+                # ' word ' in the normal form is a whole word; a prefix leaves the end open
                 key = f" {variant}" if term.kind == "prefix" else f" {variant} "
                 variants[key].append(atom)
         for variant, entries in variants.items():
-            self._automaton.add_word(variant, tuple(entries))
+            # Where a hit's first and last characters are, counted back from where it ends
+            # (the spaces around a whole word are not part of it).
+            back = (len(variant) - 2, 1 if variant.endswith(" ") else 0)
+            self._automaton.add_word(variant, (back, tuple(entries)))
         if variants:
             self._automaton.make_automaton()
         self._empty = not variants
@@ -188,18 +262,19 @@ class Matcher:
     # ----------------------------------------------------------------- text scanning
 
     def hits(self, paper: Paper) -> _Hits:
-        by_atom: dict[int, dict[str, int]] = {}
+        by_atom: dict[int, dict[str, list[Span]]] = {}
         for field_name, raw in (("title", paper.title), ("abstract", paper.abstract)):
+            text = NormalText(raw)
             if not self._empty:
-                for _, atoms in self._automaton.iter(word_text(raw)):
+                for end, ((to_first, to_last), atoms) in self._automaton.iter(text.text):
+                    span = (end - to_first, end - to_last)
                     for atom in atoms:
-                        fields = by_atom.setdefault(atom, {})
-                        fields[field_name] = fields.get(field_name, 0) + 1
-            for atom, pattern in self._regexes:
-                found = len(pattern.findall(raw))
-                if found:
-                    fields = by_atom.setdefault(atom, {})
-                    fields[field_name] = fields.get(field_name, 0) + found
+                        by_atom.setdefault(atom, {}).setdefault(field_name, []).append(span)
+            for term in self._regexes:
+                spans = [text.char_span(*words) for words in term.spans(text)]
+                if spans:
+                    by_atom.setdefault(self._atoms[term.key], {}).setdefault(
+                        field_name, []).extend(spans)
         return _Hits(by_atom)
 
     def _hit_uses(self, hits: _Hits) -> dict[str, list[_Use]]:
@@ -211,9 +286,12 @@ class Matcher:
                     out[name].append(use)
         return out
 
-    def touched(self, paper: Paper, hits: _Hits) -> set[str]:
+    def touched(self, paper: Paper, hits: _Hits, learned: _Learned | None = None,
+                row: int = 0) -> set[str]:
         """The watchlists that have any reason to look at this paper."""
         names = set(self._dense)
+        if learned is not None and len(self._learn_names):
+            names.update(self._learn_names[learned.leans[row] >= self._lean_floor])
         for atom in hits.by_atom:
             names |= self._by_atom.get(atom, set())
         for author in paper.authors:
@@ -232,17 +310,23 @@ class Matcher:
         hits = self.hits(paper)
         hit_uses = self._hit_uses(hits)
         vector = self._vector(paper)
+        learned = self._learn([paper])
         chosen = self.watchlists if names is None else {n: self.watchlists[n] for n in names}
-        return [self._score(paper, hits, hit_uses.get(w.name, []), vector, w, now)
+        return [self._score(paper, hits, hit_uses.get(w.name, []), vector, w, now, learned)
                 for w in chosen.values()]
 
     def match(self, paper: Paper, *, now: datetime,
               names: Iterable[str] | None = None) -> list[Match]:
         """The watchlists this paper qualifies for, among ``names`` (or all)."""
         hits = self.hits(paper)
-        touched = self.touched(paper, hits)
+        learned = self._learn([paper])
+        touched = self.touched(paper, hits, learned)
         if names is not None:
             touched &= set(names)
+        return self._match(paper, hits, touched, now, learned, 0)
+
+    def _match(self, paper: Paper, hits: _Hits, touched: set[str], now: datetime,
+               learned: _Learned | None, row: int) -> list[Match]:
         if not touched:
             return []
         hit_uses = self._hit_uses(hits)
@@ -250,7 +334,7 @@ class Matcher:
         out = []
         for name in sorted(touched):
             explanation = self._score(paper, hits, hit_uses.get(name, []), vector,
-                                      self.watchlists[name], now)
+                                      self.watchlists[name], now, learned, row)
             if explanation.passed:
                 out.append(Match(paper=paper, watchlist=name, score=explanation.score,
                                  reasons=explanation.reasons))
@@ -258,13 +342,35 @@ class Matcher:
 
     def match_many(self, papers: Iterable[Paper], *, now: datetime,
                    names: Iterable[str] | None = None) -> dict[str, list[Match]]:
-        """Every paper against every watchlist (or ``names``), in one pass over the papers."""
+        """Every paper against every watchlist (or ``names``), in one pass over the papers.
+
+        With models, every paper x model lean comes from one sparse product, and the
+        nearest rated papers from one product per model, before the papers are scored.
+        """
         wanted = None if names is None else list(names)
         out: dict[str, list[Match]] = {name: [] for name in (wanted or self.watchlists)}
-        for paper in papers:
-            for match in self.match(paper, now=now, names=wanted):
+        papers = list(papers)
+        learned = self._learn(papers)
+        scanned = []
+        nearest: dict[str, list[int]] = defaultdict(list)
+        for row, paper in enumerate(papers):
+            hits = self.hits(paper)
+            touched = self.touched(paper, hits, learned, row)
+            if wanted is not None:
+                touched &= set(wanted)
+            scanned.append((hits, touched))
+            for name in touched:
+                if self.watchlists[name].learned:
+                    nearest[name].append(row)
+        if learned is not None:
+            learned.prefetch(nearest)
+        for row, (paper, (hits, touched)) in enumerate(zip(papers, scanned, strict=True)):
+            for match in self._match(paper, hits, touched, now, learned, row):
                 out[match.watchlist].append(match)
         return out
+
+    def _learn(self, papers: Sequence[Paper]) -> _Learned | None:
+        return _Learned(self.learning, papers) if self.learning else None
 
     def _vector(self, paper: Paper) -> Vector | None:
         if self.similarity is None or not self._dense:
@@ -272,7 +378,8 @@ class Matcher:
         return self.similarity.vector(f"{paper.title}. {paper.abstract}")
 
     def _score(self, paper: Paper, hits: _Hits, hit_uses: list[_Use], vector: Vector | None,
-               w: _Compiled, now: datetime) -> Explanation:
+               w: _Compiled, now: datetime, learned: _Learned | None = None,
+               row: int = 0) -> Explanation:
         if w.plain:
             return _score_keywords(hits, hit_uses, w)
         s = w.settings
@@ -283,6 +390,8 @@ class Matcher:
             return Explanation(w.name, round(sum(r.points for r in reasons), 4),
                                tuple(reasons), text)
 
+        if paper.key in w.disliked:
+            return verdict("disliked by a reader for this watchlist")
         if len(hit_uses) > 1:
             hit_uses = sorted(hit_uses, key=_by_order)
         for use in hit_uses:
@@ -306,27 +415,31 @@ class Matcher:
                        if u.role in ("query", "exclude-query", "keyword")}
             if not evaluate(s.query, matched):
                 return verdict(f"query not satisfied: {s.query_text}")
-        for use in hit_uses:
-            if use.role != "keyword" and use.role != "query":
-                continue
-            kind = "term" if use.weight > 0 else "negative"
-            evidence = evidence or use.weight > 0
-            for field_name, count in hits.count(use.atom, use.term.field).items():
-                repeats = count - 1 if count <= REPEAT_CAP else REPEAT_CAP
-                points = use.weight * FACTORS[field_name] * (1 + REPEAT_BONUS * repeats)
-                reasons.append(Reason(kind, use.term.text, field_name, round(points, 4), count,
-                                      use.weight))
+        terms = _term_reasons(hits, hit_uses)
+        reasons += terms
+        evidence = evidence or any(r.points > 0 for r in terms)
         for rule in s.authors:
             for author in paper.authors:
                 if author_matches(rule, author):
                     reasons.append(Reason("author", author, "authors", AUTHOR_POINTS))
                     evidence = True
                     break
-        if w.profile is not None and vector is not None:
+        # A seed is trivially like itself: that is no reason to send it.
+        if w.profile is not None and vector is not None and paper.key not in w.seed_keys:
             similarity, shared_terms = compare(w.profile, vector)
             if similarity >= s.min_similarity and s.similarity_weight > 0:
                 reasons.append(Reason("similar", ", ".join(shared_terms), "text",
                                       round(s.similarity_weight * similarity, 4)))
+                evidence = True
+        if w.learned and learned is not None:
+            reason = _learned_reason(w, learned, row)
+            reasons.append(reason)
+            if not evidence and reason.points > 0:
+                share = LEARNED_ALONE if w.ratings_only else LEARNED_PAST_RULES
+                if reason.points < share * s.feedback_weight:
+                    return verdict(f"no term, author, category or seed matched, and the "
+                                   f"ratings alone give {reason.points:g}, under "
+                                   f"{share:g} x feedback_weight")
                 evidence = True
         if not evidence:
             return verdict("no term, author, category or seed matched")
@@ -338,30 +451,103 @@ class Matcher:
         return Explanation(w.name, total, tuple(reasons))
 
 
+def _learned_reason(w: _Compiled, learned: _Learned, row: int) -> Reason:
+    """The model's say, up to +/- feedback_weight, naming the nearest rated paper.
+
+    Near a disliked paper it counts against; merely unlike the liked papers, a little.
+    """
+    weight = w.settings.feedback_weight
+    closest = learned.closest(row, w.name)
+    say = learned.models.models[w.name].say(learned.lean(row, w.name), closest)
+    named = closest.paper.title if closest and (closest.paper.value > 0) == (say > 0) else ""
+    return Reason("liked" if say > 0 else "unliked", named, "ratings", round(weight * say, 4),
+                  weight=weight)
+
+
 def _by_order(use: _Use) -> int:
     return use.order
 
 
+def _term_reasons(hits: _Hits, hit_uses: list[_Use]) -> list[Reason]:
+    """One reason per term and field that scored, in the order the watchlist wrote them.
+
+    A stretch of text counts once: where terms of the watchlist overlap (``KV cache``,
+    ``/kv[- ]?cache/`` and ``cache`` on "KV cache"), the one covering the most words takes
+    it, then the heaviest, then the first written. Terms that lower a score count apart.
+    """
+    if len(hit_uses) == 1:  # the common case, spared the bookkeeping below
+        use = hit_uses[0]
+        if use.weight == 0 or (use.role != "keyword" and use.role != "query"):
+            return []
+        kind = "term" if use.weight > 0 else "negative"
+        fields = hits.by_atom[use.atom]
+        if use.term.field is not None:
+            fields = {use.term.field: fields[use.term.field]} if use.term.field in fields else {}
+        most = REPEAT_CAP + 1
+        return [Reason(kind, use.term.text, field_name, round(
+                    use.weight * FACTORS[field_name] * _REPEATED[min(len(spans), most)], 4),
+                       len(spans), use.weight)
+                for field_name, spans in fields.items()]
+    counted: dict[tuple[int, str], int] = {}  # (order, field) -> places it took
+    by_order = {}
+    positive = []
+    for use in hit_uses:
+        if use.role == "keyword" or use.role == "query":
+            by_order[use.order] = use
+            if use.weight > 0:
+                positive.append(use)
+            elif use.weight < 0:
+                for field_name, spans in hits.spans(use.atom, use.term.field).items():
+                    counted[(use.order, field_name)] = len(spans)
+    if len(positive) > 1:
+        claims = [(last - first, use.weight, use.order, field_name, first, last)
+                  for use in positive
+                  for field_name, spans in hits.spans(use.atom, use.term.field).items()
+                  for first, last in spans]
+        taken: dict[str, list[Span]] = defaultdict(list)
+        claims.sort(key=lambda c: (-c[0], -c[1], c[2], c[4]))
+        for _, _, order, field_name, first, last in claims:
+            held = taken[field_name]
+            if any(first <= end and start <= last for start, end in held):
+                continue
+            held.append((first, last))
+            counted[(order, field_name)] = counted.get((order, field_name), 0) + 1
+    else:
+        for use in positive:
+            for field_name, spans in hits.spans(use.atom, use.term.field).items():
+                counted[(use.order, field_name)] = len(spans)
+    reasons = []
+    places = sorted(counted.items(), key=_by_place) if len(counted) > 1 else counted.items()
+    for (order, field_name), count in places:
+        use = by_order[order]
+        points = round(use.weight * FACTORS[field_name] * _repeated(count), 4)
+        reasons.append(Reason("term" if use.weight > 0 else "negative", use.term.text,
+                              field_name, points, count, use.weight))
+    return reasons
+
+
+def _repeated(count: int) -> float:
+    """What ``count`` mentions in one field are worth, as a multiple of one: repeats add
+    less and less, so repetition cannot run away."""
+    return 1 + REPEAT_BONUS * (count - 1 if count <= REPEAT_CAP else REPEAT_CAP)
+
+
+_REPEATED = [0.0, *(_repeated(n) for n in range(1, REPEAT_CAP + 2))]  # by min(count, cap + 1)
+
+
+def _by_place(item: tuple[tuple[int, str], int]) -> tuple[int, int]:
+    (order, field_name), _ = item
+    return order, FIELD_ORDER[field_name]
+
+
 def _score_keywords(hits: _Hits, hit_uses: list[_Use], w: _Compiled) -> Explanation:
     """The short path for a watchlist of keywords alone; the same result as the long one."""
-    if len(hit_uses) > 1:
-        hit_uses = sorted(hit_uses, key=_by_order)
-    reasons = []
+    reasons = _term_reasons(hits, hit_uses)
     total = 0.0
     evidence = False
-    for use in hit_uses:
-        weight = use.weight
-        kind = "term" if weight > 0 else "negative"
-        evidence = evidence or weight > 0
-        fields = hits.by_atom[use.atom]
-        for field_name in (use.term.field,) if use.term.field else fields:
-            count = fields.get(field_name, 0)
-            if not count:
-                continue
-            repeats = count - 1 if count <= REPEAT_CAP else REPEAT_CAP
-            points = round(weight * FACTORS[field_name] * (1 + REPEAT_BONUS * repeats), 4)
-            total += points
-            reasons.append(Reason(kind, use.term.text, field_name, points, count, weight))
+    for reason in reasons:
+        total += reason.points
+        evidence = evidence or reason.points > 0
     total = round(total, 4)
     if not evidence:
         return Explanation(w.name, total, tuple(reasons),
@@ -400,15 +586,45 @@ def rank(matches: Iterable[Match]) -> list[Match]:
     return sorted(matches, key=lambda m: (-m.score, -(m.paper.upvotes or 0), m.paper.key))
 
 
+def with_shared_reasons(matches: Iterable[Match],
+                        others: Iterable[Iterable[Match]]) -> list[Match]:
+    """Each match with the reasons other watchlists gave the same paper (those sharing its
+    channel, whose digests will not carry it again), after its own and without repeats."""
+    extra: dict[str, list[Reason]] = defaultdict(list)
+    for group in others:
+        for match in group:
+            extra[match.paper.key].extend(match.reasons)
+    out = []
+    for match in matches:
+        more = extra.get(match.paper.key)
+        if not more:
+            out.append(match)
+            continue
+        merged = list(match.reasons)
+        seen = {_reason_key(r) for r in merged}
+        for reason in more:
+            if _reason_key(reason) not in seen:
+                seen.add(_reason_key(reason))
+                merged.append(reason)
+        out.append(replace(match, reasons=tuple(merged)))
+    return out
+
+
+def _reason_key(reason: Reason) -> tuple[str, str, str]:
+    return reason.kind, reason.value.casefold(), reason.field
+
+
 def highlight_spans(text: str, terms: Iterable[str]) -> list[tuple[int, int]]:
-    """Non-overlapping (start, end) spans of the given terms in ``text``, in order."""
+    """Non-overlapping (start, end) spans of the given terms in ``text``, in order, each
+    covering whole words: a prefix or a regex that ends inside a word takes all of it."""
+    normal = NormalText(text)
     spans = []
     for written in terms:
         try:
-            pattern = parse_term(written).compiled()
+            term = parse_term(written)
         except ValueError:
             continue
-        spans += [(m.start(), m.end()) for m in pattern.finditer(text) if m.end() > m.start()]
+        spans += [normal.raw_span(first, last) for first, last in term.spans(normal)]
     spans.sort()
     merged: list[tuple[int, int]] = []
     for start, end in spans:

@@ -4,20 +4,28 @@ A term is ``[title:|abstract:]`` followed by a phrase (``key-value cache``), a p
 (``quantiz*``) or a regular expression (``/llama-?\\d/``). A query combines terms with
 AND, OR, NOT and parentheses; adjacent words form one phrase; quotes keep a phrase whole.
 Text and terms are compared in one normal form: case folded, hyphens, underscores and
-slashes read as spaces.
+slashes read as spaces, British spellings folded to American ones (breame's table, and the
+-ise/-yse endings by rule), and a term's last word in its singular and plural forms
+(inflect).
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Union
+
+import inflect
+from breame.data.spelling_constants import BRITISH_ENGLISH_SPELLINGS
 
 FIELDS = ("title", "abstract")
 _SEPARATORS = re.compile(r"[\s\-\u2010\u2011\u2012\u2013\u2014_/]+")
 _FIELD_PREFIX = re.compile(r"^([A-Za-z]+):(?=\S)")
 MAX_JOINED_TOKENS = 5  # phrases longer than this get only the spaced and fully joined forms
+MARK = "\x01"  # stands where punctuation stood, so that no phrase runs across it
 
 
 class TermError(ValueError):
@@ -25,19 +33,134 @@ class TermError(ValueError):
 
 
 def normalise(text: str) -> str:
-    """The form both papers and terms are matched in."""
+    """Case folded, separators read as spaces: how a term's words are read."""
     return " ".join(_SEPARATORS.sub(" ", text.casefold()).split())
 
 
-_PUNCTUATION = re.compile(r"[^\w\s\-\u2010\u2011\u2012\u2013\u2014/]")
+# ------------------------------------------------------------------ spelling and inflection
+
+# British -ise/-yse verbs and their derived forms, for the technical words no spelling table
+# lists (quantise, tokenised, binarising). Three letters at least before the ending keep
+# short words (rise, raise, noise) as they are; the fold is the same on both sides, so an
+# ordinary word it reaches (precise -> precize) still matches itself.
+_ISE = re.compile(r"^(\w{3,}?)(is|ys)(e|es|ed|er|ers|ing|ings|ation|ations|able)$")
+_ISE_SUFFIXES = {"is": "iz", "ys": "yz"}
+# The American spellings, with every spelling that folds to them, for a term's regex.
+_SPELLINGS_OF: dict[str, set[str]] = {}
+for _british, _american in BRITISH_ENGLISH_SPELLINGS.items():
+    _SPELLINGS_OF.setdefault(_american, {_american}).add(_british)
+
+
+@lru_cache(maxsize=1 << 17)
+def fold_word(word: str) -> str:
+    """One case-folded word in the spelling both sides are compared in: American."""
+    american = BRITISH_ENGLISH_SPELLINGS.get(word)
+    if american is not None:
+        return american
+    found = _ISE.match(word)
+    if found is not None:
+        stem, middle, ending = found.groups()
+        return stem + _ISE_SUFFIXES[middle] + ending
+    return word
+
+
+def spellings(folded: str) -> set[str]:
+    """Every case-folded word that folds to ``folded``."""
+    out = {folded, *_SPELLINGS_OF.get(folded, ())}
+    found = re.match(r"^(\w{3,}?)(iz|yz)(e|es|ed|er|ers|ing|ings|ation|ations|able)$", folded)
+    if found is not None:
+        stem, middle, ending = found.groups()
+        out.add(stem + middle.replace("z", "s") + ending)
+    return {word for word in out if fold_word(word) == folded}
+
+
+_CLASSICAL = inflect.engine()
+_CLASSICAL.classical(all=True)  # matrix -> matrices, index -> indices
+_MODERN = inflect.engine()  # index -> indexes
+
+
+@lru_cache(maxsize=1 << 16)
+def inflections(token: str) -> frozenset[str]:
+    """A word with its plurals, or with its singular when written as a plural (inflect)."""
+    if not token[-1:].isalpha():
+        return frozenset({token, token + "s"}) if token[-1:].isalnum() else frozenset({token})
+    # inflect is thorough but slow (its calls are type-checked at run time): a word is
+    # asked for its singular only when it ends as English plurals do (models, criteria,
+    # radii, mice, children), and for its modern plural only when the classical one is
+    # irregular (matrices, so also matrixes).
+    singular = _CLASSICAL.singular_noun(token) if token[-1] in "saien" else False
+    # inflect reads any word ending in s as a plural (bias -> bia, analysis -> analysi):
+    # a singular made by dropping the s of -is, -us, -ss or -as is no word of its own.
+    if (not singular or len(singular) < 3
+            or (token.endswith(("is", "us", "ss", "as")) and singular == token[:-1])):
+        singular = token
+    plural = _CLASSICAL.plural_noun(singular)
+    forms = {token, singular, plural}
+    if plural not in (singular + "s", singular + "es"):
+        forms.add(_MODERN.plural_noun(singular))
+    return frozenset(f.casefold() for f in forms if f and " " not in f)
+
+
+@lru_cache(maxsize=1 << 17)
+def _fold_token(token: str) -> str:
+    return fold_word(token.casefold()) if token[0].isalnum() else MARK
+
+
+_TOKEN = re.compile(r"[^\W_]+|[^\w\s\-\u2010\u2011\u2012\u2013\u2014/]")
+
+
+class NormalText:
+    """A text in the normal form: its words folded, a space on each side of every word, and
+    a mark where punctuation stood. ``text`` is what terms are matched in; a whole word is
+    simply ``' word '``. Word ``i`` of ``text`` is token ``i`` of the raw text, so a match
+    maps back to the raw characters it covers."""
+
+    __slots__ = ("raw", "words", "text", "_starts", "_raw_starts", "_raw_ends")
+
+    def __init__(self, raw: str) -> None:
+        self.raw = raw
+        self.words = list(map(_fold_token, _TOKEN.findall(raw)))
+        self.text = " " + " ".join(self.words) + " "
+        self._starts: list[int] | None = None
+        self._raw_starts: list[int] | None = None
+        self._raw_ends: list[int] = []
+
+    def word_at(self, offset: int) -> int:
+        """The index of the word at ``offset`` of ``text`` (or of the word before a space)."""
+        if self._starts is None:
+            self._starts = list(itertools.accumulate(
+                (len(word) + 1 for word in self.words[:-1]), initial=1))
+        return bisect.bisect_right(self._starts, offset) - 1
+
+    def char_span(self, first: int, last: int) -> tuple[int, int]:
+        """The first and last character of ``text`` that words ``first`` to ``last`` cover."""
+        self.word_at(0)
+        assert self._starts is not None
+        return self._starts[first], self._starts[last] + len(self.words[last]) - 1
+
+    def _raw_spans(self) -> tuple[list[int], list[int]]:
+        if self._raw_starts is None:
+            spans = [m.span() for m in _TOKEN.finditer(self.raw)]
+            self._raw_starts = [s for s, _ in spans]
+            self._raw_ends = [e for _, e in spans]
+        return self._raw_starts, self._raw_ends
+
+    def words_of_raw(self, start: int, end: int) -> tuple[int, int] | None:
+        """The first and last word a raw character range touches; None when it holds none."""
+        starts, ends = self._raw_spans()
+        first = bisect.bisect_right(ends, start)
+        last = bisect.bisect_left(starts, end) - 1
+        return (first, last) if first <= last else None
+
+    def raw_span(self, first: int, last: int) -> tuple[int, int]:
+        """The raw characters from word ``first`` to word ``last``, both whole."""
+        starts, ends = self._raw_spans()
+        return starts[first], ends[last]
 
 
 def word_text(text: str) -> str:
-    """The normal form with a space on each side of every word, and a mark where
-    punctuation stood, so that a whole word is simply ' word ' and no phrase runs across
-    a comma or a bracket."""
-    marked = _PUNCTUATION.sub(" \x01 ", text.casefold())
-    return " " + " ".join(_SEPARATORS.sub(" ", marked).split()) + " "
+    """The normal form of a text, as terms are matched in it."""
+    return NormalText(text).text
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,19 +175,15 @@ class Term:
 
     @property
     def key(self) -> tuple[str, str]:
-        return (self.kind, self.regex if self.kind == "regex" else " ".join(self.tokens))
+        if self.kind == "regex":
+            return (self.kind, self.regex)
+        if self.kind == "prefix":
+            return (self.kind, " ".join(self.tokens))
+        return (self.kind, " ".join(fold_word(token) for token in self.tokens))
 
     def variants(self) -> frozenset[str]:
-        """Every normalised spelling that counts as this term (not for regex terms)."""
-        if self.kind == "regex":
-            return frozenset()
-        if self.kind == "prefix":
-            return frozenset(_joinings(self.tokens))
-        *head, last = self.tokens
-        forms = set()
-        for ending in plural_forms(last):
-            forms.update(_joinings((*head, ending)))
-        return frozenset(forms)
+        """Every spelling in the normal form that counts as this term (not for regexes)."""
+        return _variants(self.kind, self.tokens)
 
     @property
     def wordy(self) -> bool:
@@ -72,38 +191,85 @@ class Term:
         return self.kind != "regex" and all(
             ch.isalnum() or ch == " " for variant in self.variants() for ch in variant)
 
+    @property
+    def on_raw_text(self) -> bool:
+        """Whether ``compiled()`` reads the raw text (regexes, terms with symbols such as
+        C++) rather than the normal form."""
+        return self.kind == "regex" or not self.wordy
+
     def compiled(self) -> re.Pattern[str]:
-        """A regex over raw text with the same meaning, for highlighting and baselines."""
-        if self.kind == "regex":
-            return re.compile(self.regex, re.IGNORECASE)
-        separator = r"[\s\-\u2010\u2011\u2012\u2013\u2014_/]*"
-        *head, last = self.tokens
-        if self.kind == "prefix":
-            tail = re.escape(last)
-            end = ""
-        else:
-            tail = "(?:" + "|".join(re.escape(f) for f in sorted(plural_forms(last),
-                                                                   key=len, reverse=True)) + ")"
-            end = r"(?![^\W_])"  # an underscore separates words, as in the normal form
-        body = separator.join([*(re.escape(t) for t in head), tail])
-        return re.compile(r"(?<![^\W_])" + body + end, re.IGNORECASE)
+        """A regex with the same meaning as the automaton: over ``NormalText.text`` for a
+        wordy term, over the raw text otherwise. For highlighting and baselines."""
+        return _compiled(self)
+
+    def spans(self, text: NormalText) -> list[tuple[int, int]]:
+        """(first word, last word) of each place this term covers in ``text``; a regex
+        covers every word it touches."""
+        pattern = self.compiled()
+        out = []
+        if self.on_raw_text:
+            for found in pattern.finditer(text.raw):
+                if found.end() > found.start():
+                    words = text.words_of_raw(*found.span())
+                    if words is not None:
+                        out.append(words)
+            return out
+        for found in pattern.finditer(text.text):
+            out.append((text.word_at(found.start()), text.word_at(found.end() - 1)))
+        return out
 
 
-def plural_forms(token: str) -> frozenset[str]:
-    """A word and its simple plural, or its singular when written as a plural."""
-    if not token[-1:].isalnum():
-        return frozenset({token})
-    if len(token) > 3 and token.endswith("ies"):
-        return frozenset({token[:-3] + "y", token})
-    if len(token) > 4 and token.endswith("es"):  # caches -> cache, matches -> match
-        return frozenset({token, token[:-1], token[:-2]})
-    if len(token) > 3 and token.endswith("s") and not token.endswith(("ss", "us", "is", "as")):
-        return frozenset({token, token[:-1]})
-    if token.endswith(("s", "x", "z", "ch", "sh")):
-        return frozenset({token, token + "es"})
-    if len(token) > 2 and token.endswith("y") and token[-2] not in "aeiou":
-        return frozenset({token, token[:-1] + "ies"})
-    return frozenset({token, token + "s"})
+@lru_cache(maxsize=1 << 16)
+def _variants(kind: str, tokens: tuple[str, ...]) -> frozenset[str]:
+    if kind == "regex":
+        return frozenset()
+    *head, last = tokens
+    endings = (_prefix_spellings(last) if kind == "prefix"
+               else {fold_word(form) for form in inflections(last)})
+    forms = set()
+    for ending in endings:
+        for joined in _joinings((*head, ending)):
+            words = joined.split(" ")
+            if kind == "prefix":  # the last word is open: only its start is known
+                forms.add(" ".join([*(fold_word(w) for w in words[:-1]), words[-1]]))
+            else:
+                forms.add(" ".join(fold_word(w) for w in words))
+    return frozenset(forms)
+
+
+@lru_cache(maxsize=1 << 12)
+def _compiled(term: Term) -> re.Pattern[str]:
+    if term.kind == "regex":
+        return re.compile(term.regex, re.IGNORECASE)
+    if term.wordy:
+        alternatives = "|".join(re.escape(v) for v in sorted(term.variants(), key=len,
+                                                               reverse=True))
+        end = r"[^ ]*" if term.kind == "prefix" else "(?= )"
+        return re.compile(f"(?<= )(?:{alternatives}){end}")
+    separator = r"[\s\-\u2010\u2011\u2012\u2013\u2014_/]*"
+    *head, last = term.tokens
+    if term.kind == "prefix":
+        tail = re.escape(last) + r"[^\W_]*"
+        end = ""
+    else:
+        tail = "(?:" + "|".join(re.escape(f) for f in sorted(inflections(last), key=len,
+                                                               reverse=True)) + ")"
+        end = r"(?![^\W_])"  # an underscore separates words, as in the normal form
+    body = separator.join([*(re.escape(t) for t in head), tail])
+    return re.compile(r"(?<![^\W_])" + body + end, re.IGNORECASE)
+
+
+_ENDINGS = ("e", "es", "ed", "er", "ers", "ing", "ings", "ation", "ations", "able")
+
+
+def _prefix_spellings(prefix: str) -> set[str]:
+    """A prefix as written and folded: quantis* also reads quantiz*, colour* color*."""
+    out = {prefix, fold_word(prefix)}
+    found = re.match(r"^(\w{3,}?)(is|ys)(\w{0,6})$", prefix)
+    if found is not None and any(e.startswith(found.group(3)) for e in _ENDINGS):
+        stem, middle, rest = found.groups()
+        out.add(stem + _ISE_SUFFIXES[middle] + rest)
+    return out
 
 
 def _joinings(tokens: tuple[str, ...]) -> list[str]:
@@ -279,6 +445,46 @@ def parse_query(text: str) -> Query:
             raise TermError("unbalanced group: ')' without '('")
         raise TermError(f"unexpected {token!r}")
     return tree
+
+
+_BOOLEAN_WORDS = ("and", "or", "not")
+
+
+def _phrase_warnings(phrase: str, *, in_query: bool) -> list[str]:
+    out = []
+    for word in phrase.split():
+        if word.casefold() in _BOOLEAN_WORDS and word != word.upper():
+            out.append(f"'{word}' in \"{phrase}\" is read as a word of the phrase, so the "
+                       f"phrase matches only text that says it; write {word.upper()} to "
+                       "combine terms, or quote the phrase to keep it")
+        elif word.startswith("-") and word[1:2].isalnum():
+            remedy = (f"write NOT {word[1:]}" if in_query
+                      else "list it in exclude")
+            out.append(f"'{word}' is read as the word \"{word[1:]}\", which a paper must "
+                       f"then contain; to keep such papers out, {remedy}")
+    return out
+
+
+def query_warnings(text: str) -> list[str]:
+    """What in a query is probably not meant as written: lowercase and/or/not between
+    words, and -word, both read as phrase text. Quoted phrases are taken as meant."""
+    try:
+        tokens = _lex(text)
+    except TermError:
+        return []  # the problem itself is reported elsewhere
+    out = []
+    for kind, value in tokens:
+        if kind == "word":
+            out += _phrase_warnings(value, in_query=True)
+    return out
+
+
+def keyword_warnings(text: str) -> list[str]:
+    """The same for one keyword: an unquoted phrase with and/or/not, or a -word."""
+    raw = _FIELD_PREFIX.sub("", text.strip(), count=1).strip()
+    if raw.startswith(('"', "/")):
+        return []
+    return _phrase_warnings(raw, in_query=False)
 
 
 def query_terms(query: Query, *, negated: bool = False) -> list[tuple[Term, bool]]:

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from digest.config import Settings, WatchlistSettings, load_settings
 from digest.models import Paper, paper_key
 from digest.scoring import Matcher
+from digest.sources.base import SourceState
+from digest.store import Store
 
 EVAL = Path(__file__).resolve().parent / "eval"
 NOW = datetime(2026, 11, 20, tzinfo=UTC)
@@ -45,25 +48,74 @@ class Scores:
 
 def load() -> tuple[list[Paper], dict[str, set[str]], Settings]:
     """Papers, the ids relevant to each watchlist, and the evaluation watchlists."""
-    papers, relevant = [], {}
-    for line in (EVAL / "papers.jsonl").read_text(encoding="utf-8").splitlines():
+    return _read("papers.jsonl", "watchlists.toml")
+
+
+def load_cases(*, arxiv_facts: bool = True
+               ) -> tuple[list[Paper], dict[str, set[str]], Settings, dict[str, set[str]]]:
+    """The same for the watchlist-language cases, and the papers each case watchlist is
+    judged on: each is written with one feature that plain keywords lack and judged on the
+    papers written for it (its "case"), so the cases need no labels for each other.
+
+    A case listed without categories or with a partial author list (as Hugging Face lists
+    papers) carries what arXiv says of it under "arxiv"; with ``arxiv_facts`` the store
+    merges that in, as a run does before scoring.
+    """
+    papers, relevant, settings = _read(CASES, "watchlist_cases.toml", arxiv_facts=arxiv_facts)
+    scope: dict[str, set[str]] = {}
+    for line, paper in zip((EVAL / CASES).read_text(encoding="utf-8").splitlines(), papers,
+                           strict=True):
+        scope.setdefault(json.loads(line)["case"], set()).add(paper.key)
+    return papers, relevant, settings, scope
+
+
+CASES = "watchlist_cases.jsonl"
+
+
+def _read(papers_file: str, watchlists_file: str, *, arxiv_facts: bool = True
+          ) -> tuple[list[Paper], dict[str, set[str]], Settings]:
+    papers, relevant, facts = [], {}, []
+    for line in (EVAL / papers_file).read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
-        papers.append(Paper(
-            key=paper_key(guid=row["id"]), title=row["title"], url="", abstract=row["abstract"],
+        arxiv_id = row.get("arxiv_id")
+        paper = Paper(
+            key=f"arxiv:{arxiv_id}" if arxiv_id else paper_key(guid=row["id"]),
+            title=row["title"], url="", abstract=row["abstract"], arxiv_id=arxiv_id,
             authors=tuple(row["authors"]), categories=tuple(row["categories"]),
-            primary_category=row["categories"][0]))
-        for name in row["relevant_to"]:
-            relevant.setdefault(name, set()).add(f"guid:{row['id']}")
-    settings = load_settings(EVAL / "watchlists.toml", env={})
-    return papers, relevant, settings
+            primary_category=row["categories"][0] if row["categories"] else None)
+        papers.append(paper)
+        if "arxiv" in row:
+            facts.append(replace(paper, categories=tuple(row["arxiv"]["categories"]),
+                                 authors=tuple(row["arxiv"]["authors"]),
+                                 primary_category=row["arxiv"]["categories"][0]))
+        for watchlist in row["relevant_to"]:
+            relevant.setdefault(watchlist, set()).add(paper.key)
+    if arxiv_facts and facts:
+        papers = with_arxiv_facts(papers, facts)
+    return papers, relevant, load_settings(EVAL / watchlists_file, env={})
+
+
+def with_arxiv_facts(papers: list[Paper], facts: list[Paper]) -> list[Paper]:
+    """The papers after a store has merged in what arXiv says of the listed ones."""
+    with tempfile.TemporaryDirectory() as folder, Store.open(Path(folder) / "eval.db") as store:
+        listed = {f.key for f in facts}
+        store.record_batch("hf", [p for p in papers if p.key in listed], SourceState(), NOW)
+        store.record_arxiv_facts(facts, asked=[f.arxiv_id for f in facts if f.arxiv_id],
+                                 now=NOW)
+        merged = store.papers(listed)
+    return [merged.get(p.key, p) if p.key in listed else p for p in papers]
 
 
 def evaluate(found: Callable[[WatchlistSettings], set[str]], papers: Iterable[Paper],
-             relevant: dict[str, set[str]], settings: Settings) -> dict[str, Scores]:
+             relevant: dict[str, set[str]], settings: Settings,
+             scope: dict[str, set[str]] | None = None) -> dict[str, Scores]:
+    """Scores per watchlist; with ``scope``, each judged only on the papers it names."""
     out = {}
     for watchlist in settings.watchlists:
         chosen = found(watchlist)
         wanted = relevant.get(watchlist.name, set())
+        if scope is not None:
+            chosen, wanted = chosen & scope[watchlist.name], wanted & scope[watchlist.name]
         out[watchlist.name] = Scores(len(chosen & wanted), len(chosen - wanted),
                                      len(wanted - chosen))
     return out
@@ -89,6 +141,10 @@ def keyword_baseline(papers: list[Paper]) -> Callable[[WatchlistSettings], set[s
                        for pattern in patterns)}
 
     return found
+
+
+def macro_f1(scores: dict[str, Scores]) -> float:
+    return sum(s.f1 for s in scores.values()) / len(scores)
 
 
 def micro(scores: dict[str, Scores]) -> Scores:

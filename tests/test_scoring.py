@@ -11,7 +11,7 @@ from digest.config import AuthorRule, Keyword, WatchlistSettings
 from digest.models import Paper
 from digest.scoring import Matcher, highlight_spans, normalise_name, rank
 from digest.similarity import SimilarityIndex
-from digest.terms import parse_query, parse_term
+from digest.terms import NormalText, parse_query, parse_term
 
 NOW = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)
 
@@ -100,8 +100,9 @@ def test_automaton_and_regex_agree(term):
     w = watchlist(keywords=[term])
     for text in texts:
         auto = Matcher([w]).hits(make_paper(title=text)).by_atom
-        regex = len(parsed.compiled().findall(text))
-        assert sum(n for fields in auto.values() for n in fields.values()) == regex, (term, text)
+        regex = len(parsed.spans(NormalText(text)))
+        assert sum(len(spans) for fields in auto.values() for spans in fields.values()) == regex, (
+            term, text)
 
 
 @pytest.mark.parametrize(
@@ -288,10 +289,10 @@ def test_ranking_is_deterministic_with_stated_tie_breaks():
     assert rank(reversed(chosen)) == chosen
 
 
-def test_highlight_spans_merge_overlaps_and_understand_wildcards():
+def test_highlight_spans_merge_overlaps_and_cover_whole_words():
     text = "The key-value cache of LoRA models, quantized"
     spans = highlight_spans(text, ("key-value cache", "value cache", "LoRA", "quantiz*"))
-    assert [text[a:b] for a, b in spans] == ["key-value cache", "LoRA", "quantiz"]
+    assert [text[a:b] for a, b in spans] == ["key-value cache", "LoRA", "quantized"]
 
 
 def test_a_query_term_also_written_as_a_keyword_still_counts_for_the_query():
@@ -311,3 +312,110 @@ def test_the_short_path_for_keyword_only_watchlists_agrees_with_the_long_one():
     assert short.watchlists["w"].plain
     for paper in papers:
         assert short.explain(paper, now=NOW) == long.explain(paper, now=NOW)
+
+
+# ------------------------------------------------------------- gate, spans, shared reasons
+
+
+def test_the_query_is_a_gate_and_adds_nothing_to_the_score():
+    """A query meant as a filter ("about LLMs") no longer lets every LLM paper through."""
+    w = watchlist(keywords=["jailbreak"], query='LLM OR "language model"')
+    assert score(make_paper(title="Scaling LLM pretraining"), w) is None
+    both = score(make_paper(title="Jailbreak attacks on LLM agents"), w)
+    assert both is not None and both.score == 2.0
+    assert [r.value for r in both.reasons] == ["jailbreak"]
+    assert "query not satisfied" in explain(make_paper(title="Jailbreak a phone"), w).verdict
+
+
+def test_a_watchlist_that_is_a_query_alone_scores_what_the_query_matched():
+    w = watchlist(query="LoRA AND (speech OR audio)")
+    match = score(make_paper(title="LoRA for speech", abstract="audio"), w)
+    assert match is not None and match.score == 5.0
+    assert score(make_paper(title="LoRA for vision"), w) is None
+
+
+def test_a_stretch_of_text_counts_once_however_many_terms_cover_it():
+    w = watchlist(keywords=["cache", "/kv[- ]?cache/", ("KV cache", 2)])
+    paper = make_paper(title="Compressing the KV Cache",
+                       abstract="A KV-cache policy for the KV cache; the cache stays small.")
+    result = explain(paper, w)
+    # The longest, then heaviest term takes each "KV cache"; "cache" keeps its own mention.
+    assert [(r.value, r.field, r.count) for r in result.reasons] == [
+        ("cache", "abstract", 1), ("KV cache", "title", 1), ("KV cache", "abstract", 2)]
+    assert result.score == 1.0 + 4.0 + 2 * 1.25
+
+
+def test_overlapping_terms_give_a_sane_score_and_a_short_reason_line():
+    """The paper that scored 24 with fifteen parts (nine terms on its reason line) when
+    every overlapping term counted the same words again."""
+    from digest.models import Match
+    from digest.render import describe_reasons
+
+    w = watchlist(keywords=["KV cache", "/kv[- ]?cache/", "cache", "key-value cache", "KV",
+                            "caching", "long-context"], query="LLM OR inference")
+    paper = make_paper(title="Caching the KV Cache: Long-Context LLM Inference",
+                       abstract="We compress the KV cache (key-value cache) of long-context "
+                                "models; our KV-cache eviction keeps the cache small during "
+                                "inference.")
+    result = explain(paper, w)
+    line = describe_reasons(Match(paper, "w", result.score, result.reasons))
+    assert result.score == 10.25
+    assert line == ('"KV cache" in title and abstract', '"cache" in abstract',
+                    '"key-value cache" in abstract', '"caching" in title',
+                    '"long-context" in title and abstract')
+
+
+def test_repeated_mentions_saturate():
+    w = watchlist(keywords=["LoRA"])
+    points = [score(make_paper(abstract=" ".join(["LoRA"] * n)), w).score for n in (1, 2, 3, 9)]
+    assert points == [1.0, 1.25, 1.5, 1.5]
+
+
+def test_reasons_of_watchlists_sharing_a_channel_are_merged_without_repeats():
+    from digest.scoring import with_shared_reasons
+
+    paper = make_paper(title="LoRA adapters", authors=["Sinong Wang"])
+    terms = Matcher([watchlist(name="efficient", keywords=["LoRA"]),
+                     watchlist(name="people", authors=["Sinong Wang"], keywords=["LoRA"])])
+    found = terms.match_many([paper], now=NOW)
+    (merged,) = with_shared_reasons(found["efficient"], [found["people"]])
+    assert [r.describe() for r in merged.reasons] == ['"LoRA" in title', "author Sinong Wang"]
+    assert merged.score == found["efficient"][0].score  # the digest's own score
+
+
+def test_a_digest_shows_the_reasons_of_every_watchlist_of_its_channel(tmp_path):
+    """The author reason no longer vanishes when the keyword watchlist sends the paper."""
+    import email
+    from email.policy import default as default_policy
+
+    from conftest import SAMPLES, write_config
+
+    from digest.config import load_settings
+    from digest.pipeline import run_once
+
+    settings = load_settings(write_config(tmp_path, f"""
+[[sources]]
+name = "arxiv-cs"
+kind = "arxiv_rss"
+categories = ["cs.CL", "cs.LG"]
+url = "{SAMPLES / 'arxiv_rss_cs.CL+cs.LG.xml'}"
+[[watchlists]]
+name = "efficient"
+keywords = ["LoRA"]
+channels = ["mail"]
+[[watchlists]]
+name = "people"
+authors = ["Sinong Wang"]
+channels = ["mail"]
+[channels.mail]
+kind = "email"
+from = "digest@example.org"
+to = ["reader@example.org"]
+"""), env={})
+    assert run_once(settings, outbox=tmp_path / "outbox").ok
+    (eml,) = (tmp_path / "outbox").glob("*-efficient-mail.eml")
+    text = email.message_from_bytes(eml.read_bytes(), policy=default_policy).get_body(
+        ("plain",)).get_content()
+    block = text[text.index("LoRA-Flow"):]
+    why = next(line for line in block.splitlines() if "Why:" in line)
+    assert '"LoRA" in' in why and "author Sinong Wang" in why
