@@ -1,26 +1,84 @@
 """Rendering: jinja2 templates for email (autoescaped, strict) and Slack payloads as dicts.
 
 Templates receive finished view data and only display it. Highlighting and escaping are
-done here in Python, once, so no template can forget to escape feed text.
+done here in Python, once, so no template can forget to escape feed text. The HTML email's
+stylesheet is inlined here too (css-inline), since many mail clients drop <style>.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import css_inline
 import jinja2
 from markupsafe import Markup, escape
 
-from digest.models import Digest, Match
+from digest.calendar import eastern_date
+from digest.models import Digest, Match, Paper
 from digest.scoring import highlight_spans
 
 ABSTRACT_CHARS = 600  # abstracts are trimmed to this many characters in digests
 TITLE_CHARS = 300  # a title longer than any real one is cut, so it cannot swamp a digest
 AUTHORS_CHARS = 300
 SLACK_ABSTRACT_CHARS = 280
+REMARK_CHARS = 200  # an arXiv comment or journal reference, cut if it runs on
+SUMMARY_CHARS = 300
+CONTENTS_TITLE_CHARS = 90  # titles in the contents list at the top
+# What each one-click rating link says, in the order they are shown.
+RATING_LABELS = {"like": "More like this", "dislike": "Not for me", "save": "Save"}
+
+
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """'1 paper', '2 papers', '0 papers'; ``many`` for nouns that do not just take an s."""
+    return f"{count} {noun if count == 1 else many or noun + 's'}"
+
+
+def local_time(moment: datetime, timezone: str) -> datetime:
+    """``moment`` on the reader's clock; UTC when the zone is unknown (config checks names,
+    but a digest may have been composed under another install's)."""
+    try:
+        return moment.astimezone(ZoneInfo(timezone))
+    except (ZoneInfoNotFoundError, ValueError):
+        return moment
+
+
+def day_label(moment: datetime) -> str:
+    """'Tue 24 Nov'."""
+    return f"{moment:%a} {moment.day} {moment:%b}"
+
+
+def digest_subject(template: str, digest: Digest) -> str:
+    """A subject from the channel's template: {watchlist}, {count}, {papers} ("1 new
+    paper"), {date} ("Tue 24 Nov", in the watchlist's timezone) and {iso_date}."""
+    local = local_time(digest.created_at, digest.timezone)
+    count = len(digest.matches)
+    return template.format(watchlist=digest.watchlist, count=count,
+                           papers=plural(count, "new paper"), date=day_label(local),
+                           iso_date=local.strftime("%Y-%m-%d"))
+
+
+def matched_line(digest: Digest) -> str:
+    """'8 papers matched · Tue 24 Nov', or '25 of 40 matched papers · Tue 24 Nov'."""
+    shown, day = len(digest.matches), day_label(local_time(digest.created_at, digest.timezone))
+    if digest.left_out:
+        return f"{shown} of {plural(shown + digest.left_out, 'matched paper')} · {day}"
+    return f"{plural(shown, 'paper')} matched · {day}"
+
+
+def more_line(digest: Digest) -> str:
+    """What became of the papers that matched but are not here; "" when none were left out."""
+    if not digest.left_out:
+        return ""
+    more = f"{digest.left_out} more matched"
+    if digest.more_url:
+        return f"{more}: read them on the web."
+    return f"{more}; they did not fit here and wait for the next digest."
 
 
 def templates_dir() -> Path:
@@ -43,6 +101,17 @@ class PaperView:
     reasons: tuple[str, ...]
     score: float
     upvotes: int | None
+    links: tuple[tuple[str, str], ...] = ()  # (label, URL) of each rating link
+    anchor: str = ""  # the id the contents list links to
+    contents_title: str = ""
+    # (label, URL) of what to read: abstract, PDF, HTML, Hugging Face, code, project page
+    paper_links: tuple[tuple[str, str], ...] = ()
+    remarks: tuple[str, ...] = ()  # "Comments: ...", "Journal ref: ..." from arXiv
+    summary: str = ""
+    summary_label: str = ""  # who wrote the summary, e.g. "Summary (Hugging Face AI)"
+    # The plain-text part's link lines: the paper links but the one under the title, then
+    # the rating links.
+    text_links: tuple[tuple[str, str], ...] = ()
 
 
 def safe_url(url: str) -> str:
@@ -59,11 +128,18 @@ def trim(text: str, limit: int) -> str:
     return cut + " …"
 
 
-def highlight(text: str, terms: tuple[str, ...]) -> Markup:
-    """Escape ``text`` and wrap each matched term in <mark>."""
+def highlight(text: str, terms: tuple[str, ...], *, first_only: bool = False) -> Markup:
+    """Escape ``text`` and wrap each matched term in <mark>; with ``first_only``, only the
+    first time each term appears, so an abstract is not speckled with the same word."""
     out: list[str] = []
     position = 0
+    seen: set[str] = set()
     for start, end in highlight_spans(text, terms):
+        if first_only:
+            word = " ".join(text[start:end].casefold().split())
+            if word in seen:
+                continue
+            seen.add(word)
         out.append(str(escape(text[position:start])))
         out.append(f"<mark>{escape(text[start:end])}</mark>")
         position = end
@@ -105,6 +181,40 @@ def paper_meta(categories: tuple[str, ...], announce_type: str | None,
     return tuple(parts)
 
 
+def rating_links(digest: Digest, key: str) -> tuple[tuple[str, str], ...]:
+    """(label, URL) of the paper's rating links; none without a public web address."""
+    urls = digest.feedback.get(key, {})
+    links = ((label, safe_url(urls.get(action, ""))) for action, label in RATING_LABELS.items())
+    return tuple((label, url) for label, url in links if url)
+
+
+def paper_links(paper: Paper) -> tuple[tuple[str, str], ...]:
+    """(label, URL) of each place to read the paper; arXiv's PDF and HTML view for arXiv
+    papers, and what a source knew of (Hugging Face, code with its stars, project page)."""
+    links = [("Abstract", paper.abs_url)]
+    if paper.arxiv_id:
+        links += [("PDF", f"https://arxiv.org/pdf/{paper.arxiv_id}"),
+                  ("HTML", f"https://arxiv.org/html/{paper.arxiv_id}")]
+    if paper.hf_url:
+        links.append(("Hugging Face", paper.hf_url))
+    if paper.code_url:
+        stars = f" (★ {paper.code_stars:,})" if paper.code_stars else ""
+        links.append(("Code" + stars, paper.code_url))
+    if paper.project_url:
+        links.append(("Project page", paper.project_url))
+    safe = ((label, safe_url(url)) for label, url in links if url)
+    return tuple(dict((url, (label, url)) for label, url in safe if url).values())
+
+
+def paper_remarks(paper: Paper) -> tuple[str, ...]:
+    remarks = []
+    if paper.comment:
+        remarks.append("Comments: " + trim(paper.comment, REMARK_CHARS))
+    if paper.journal_ref:
+        remarks.append("Journal ref: " + trim(paper.journal_ref, REMARK_CHARS))
+    return tuple(remarks)
+
+
 def paper_views(digest: Digest) -> list[PaperView]:
     views = []
     for rank, match in enumerate(digest.matches, start=1):
@@ -112,19 +222,32 @@ def paper_views(digest: Digest) -> list[PaperView]:
         terms = match.matched_terms
         title = trim(paper.title, TITLE_CHARS)
         abstract = trim(paper.abstract, ABSTRACT_CHARS)
+        summary = trim(paper.summary, SUMMARY_CHARS) if paper.summary else ""
+        url = safe_url(paper.abs_url)
+        reading = paper_links(paper)
+        ratings = rating_links(digest, paper.key)
         views.append(PaperView(
             rank=rank,
             title=title,
             title_html=highlight(title, terms),
-            url=safe_url(paper.abs_url),
+            url=url,
             authors=format_authors(paper.authors),
             categories=", ".join(paper.categories),
             meta=paper_meta(paper.categories, paper.announce_type, paper.upvotes),
             abstract=abstract,
-            abstract_html=highlight(abstract, terms),
+            abstract_html=highlight(abstract, terms, first_only=True),
             reasons=describe_reasons(match),
             score=match.score,
             upvotes=paper.upvotes,
+            links=ratings,
+            anchor=f"p{rank}",
+            contents_title=trim(title, CONTENTS_TITLE_CHARS),
+            paper_links=reading,
+            text_links=tuple(link for link in reading if link[1] != url) + ratings,
+            remarks=paper_remarks(paper),
+            summary=summary,
+            summary_label=(f"Summary ({paper.summary_source})" if paper.summary_source
+                           else "Summary") if summary else "",
         ))
     return views
 
@@ -143,17 +266,69 @@ class Renderer:
     def render(self, template: str, **context: Any) -> str:
         return self.env.get_template(template).render(**context)
 
+    def stylesheet(self, name: str) -> Markup:
+        """A stylesheet from the templates folder, minified: what stays in <style> after
+        inlining (the @media rules) then sits before the charset declaration's 1024-byte
+        horizon and weighs little."""
+        loader = self.env.loader
+        assert loader is not None
+        source = loader.get_source(self.env, name)[0]
+        return Markup(minify_css(source))
+
     def email(self, digest: Digest, *, subject: str) -> tuple[str, str]:
-        """(plain text, HTML) bodies of the digest email."""
+        """(plain text, HTML) bodies of the digest email, or of a heartbeat."""
+        if digest.heartbeat is not None:
+            return self.heartbeat_email(digest, subject=subject)
+        papers = paper_views(digest)
         context = {
             "subject": subject,
             "watchlist": digest.watchlist,
-            "date": digest.created_at.strftime("%Y-%m-%d"),
-            "papers": paper_views(digest),
+            "matched": matched_line(digest),
+            "more": more_line(digest),
+            "more_url": safe_url(digest.more_url or ""),
+            "papers": papers,
             "notes": digest.notes,
+            "rated": any(p.links for p in papers),
         }
-        return (self.render("email/digest.txt.j2", **context),
-                self.render("email/digest.html.j2", **context))
+        html = self.render("email/digest.html.j2", stylesheet=self.stylesheet("email/digest.css"),
+                           **context)
+        return self.render("email/digest.txt.j2", **context), inline_css(html)
+
+    def heartbeat_email(self, digest: Digest, *, subject: str) -> tuple[str, str]:
+        """(plain text, HTML) of a heartbeat: one line on why nothing came, and the notes."""
+        context = {"subject": subject, "watchlist": digest.watchlist,
+                   "line": heartbeat_line(digest), "notes": digest.notes}
+        return (self.render("email/heartbeat.txt.j2", **context),
+                self.render("email/heartbeat.html.j2", **context))
+
+
+_INLINER = css_inline.CSSInliner(
+    keep_at_rules=True,  # dark mode lives in @media, which no style attribute can hold
+    minify_css=True, load_remote_stylesheets=False)
+
+
+def minify_css(css: str) -> str:
+    """Comments and the spaces around punctuation dropped; nothing else changes."""
+    css = re.sub(r"/\*.*?\*/", "", css, flags=re.DOTALL)
+    css = re.sub(r"\s*([{};,>])\s*", r"\1", css)
+    css = re.sub(r":\s+", ":", css)
+    return " ".join(css.split()).replace(";}", "}")
+
+
+def inline_css(html: str) -> str:
+    """Move the <style> rules onto the elements: Gmail's apps and Outlook drop <style>."""
+    return str(_INLINER.inline(html))
+
+
+def heartbeat_line(digest: Digest) -> str:
+    """'Tue 24 Nov: nothing matched today (812 new papers read).' A heartbeat can be sent
+    late (a channel that was down), so its day is in it."""
+    day = eastern_date(digest.created_at)
+    return f"{day:%a} {day.day} {day:%b}: {digest.heartbeat}."
+
+
+def heartbeat_subject(digest: Digest) -> str:
+    return f"{digest.watchlist}: {digest.heartbeat}"
 
 
 # ----------------------------------------------------------------------------- Slack
@@ -161,6 +336,10 @@ class Renderer:
 SLACK_MAX_BLOCKS = 50
 SLACK_MAX_SECTION_CHARS = 3000
 SLACK_MAX_TEXT_CHARS = 3000
+# Slack cuts a message's text at 40,000 characters; Mattermost allows 16,383. A message
+# holds at most 24 papers, so this lists them all unless their titles run very long.
+SLACK_MAX_FALLBACK_CHARS = 8000
+SLACK_FALLBACK_TITLE_CHARS = 150
 
 
 # mrkdwn has no escape for its formatting characters, so feed text gets look-alikes:
@@ -187,38 +366,93 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def slack_links(links: tuple[tuple[str, str], ...]) -> str:
+    """'<url|PDF> · <url|HTML>': our own labels and URLs, never feed text."""
+    return " · ".join(f"<{_slack_url(url)}|{label}>" for label, url in links)
+
+
+def slack_fallback(heading: str, views: list[PaperView]) -> str:
+    """The message's plain ``text``: what notifications show, and all that Slack-compatible
+    receivers without Block Kit (Mattermost, Discord's Slack endpoint) display. Bare URLs,
+    which every one of them turns into links."""
+    lines = [heading]
+    for view in views:
+        line = f"{view.rank}. {_clip(view.title, SLACK_FALLBACK_TITLE_CHARS)}"
+        lines.append(slack_text(f"{line} {view.url}" if view.url else line))
+    text = "\n".join(lines)
+    if len(text) > SLACK_MAX_FALLBACK_CHARS:
+        text = text[:SLACK_MAX_FALLBACK_CHARS].rsplit("\n", 1)[0] + "\n…"
+    return text
+
+
 def slack_messages(digest: Digest) -> list[dict[str, Any]]:
     """Block Kit messages for one digest, split so that each stays within Slack's limits."""
+    if digest.heartbeat is not None:
+        return [slack_heartbeat(digest)]
     views = paper_views(digest)
-    heading = f"{digest.watchlist}: {len(views)} new paper{'s' if len(views) != 1 else ''}"
+    day = day_label(local_time(digest.created_at, digest.timezone))
+    heading = f"{digest.watchlist}: {plural(len(views), 'new paper')}, {day}"
     paper_blocks: list[list[dict[str, Any]]] = []
     for view in views:
-        meta = " · ".join(x for x in (view.authors, *view.meta) if x)
+        meta = " · ".join(x for x in (view.authors, *view.meta, *view.remarks) if x)
         title = (f"<{_slack_url(view.url)}|{slack_text(view.title)}>" if view.url
                  else slack_text(view.title))
-        body = (f"*{view.rank}. {title}*\n"
-                f"{slack_text(meta)}\n{slack_text(trim(view.abstract, SLACK_ABSTRACT_CHARS))}")
+        summary = f"_{view.summary_label}:_ {slack_text(view.summary)}\n" if view.summary else ""
+        # The title links the abstract; the row holds the other places to read it. The
+        # abstract gives up room so the row is never cut.
+        reading = slack_links(tuple(link for link in view.paper_links if link[1] != view.url))
+        body = (f"*{view.rank}. {title}*\n{slack_text(meta)}\n{summary}"
+                f"{slack_text(trim(view.abstract, SLACK_ABSTRACT_CHARS))}")
+        body = (_clip(body, SLACK_MAX_SECTION_CHARS - len(reading) - 1) + "\n" + reading
+                if reading else _clip(body, SLACK_MAX_SECTION_CHARS))
         why = "Why: " + "; ".join(view.reasons)
+        # The links go under the reasons; the reasons give up room so no link is ever cut.
+        links = slack_links(view.links)
+        small = (_clip(slack_text(why), SLACK_MAX_TEXT_CHARS - len(links) - 1) + "\n" + links
+                 if links else _clip(slack_text(why), SLACK_MAX_TEXT_CHARS))
         paper_blocks.append([
-            {"type": "section",
-             "text": {"type": "mrkdwn", "text": _clip(body, SLACK_MAX_SECTION_CHARS)}},
-            {"type": "context",
-             "elements": [{"type": "mrkdwn",
-                           "text": _clip(slack_text(why), SLACK_MAX_TEXT_CHARS)}]},
+            {"type": "section", "text": {"type": "mrkdwn", "text": body}},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": small}]},
         ])
     notes = [{"type": "context", "elements": [
         {"type": "mrkdwn", "text": _clip(slack_text(" ".join(digest.notes)),
                                          SLACK_MAX_TEXT_CHARS)}]}] if digest.notes else []
+    more = more_line(digest)
+    if more and digest.more_url and safe_url(digest.more_url):
+        more = f"<{_slack_url(safe_url(digest.more_url))}|{slack_text(more)}>"
+    elif more:
+        more = slack_text(more)
+    tail = [{"type": "context", "elements": [{"type": "mrkdwn", "text": more}]}] if more else []
     room = SLACK_MAX_BLOCKS - 1 - len(notes)  # every message has a header, and the notes
     messages: list[list[dict[str, Any]]] = [[]]
-    for blocks in paper_blocks:
+    shown: list[list[PaperView]] = [[]]
+    for view, blocks in zip(views, paper_blocks, strict=True):
         if len(messages[-1]) + len(blocks) > room:
             messages.append([])
+            shown.append([])
         messages[-1].extend(blocks)
+        shown[-1].append(view)
+    if tail and len(messages[-1]) + len(tail) > room:
+        messages.append([])
+        shown.append([])
+    messages[-1].extend(tail)
     out = []
-    for number, blocks in enumerate(messages, start=1):
+    for number, (blocks, papers) in enumerate(zip(messages, shown, strict=True), start=1):
         title = heading if len(messages) == 1 else f"{heading} ({number}/{len(messages)})"
         header = {"type": "header",
                   "text": {"type": "plain_text", "text": _clip(title, 150), "emoji": True}}
-        out.append({"text": slack_escape(title), "blocks": [header, *notes, *blocks]})
+        fallback = slack_fallback(slack_escape(title), papers)
+        if more and number == len(messages):
+            fallback += "\n" + slack_text(more_line(digest))
+        out.append({"text": fallback, "blocks": [header, *notes, *blocks]})
     return out
+
+
+def slack_heartbeat(digest: Digest) -> dict[str, Any]:
+    """A heartbeat in Slack: one section, its notes under the line."""
+    text = slack_text(f"{digest.watchlist} · {heartbeat_line(digest)}")
+    if digest.notes:
+        text += "\n" + slack_text(" ".join(digest.notes))
+    return {"text": slack_escape(heartbeat_subject(digest)),
+            "blocks": [{"type": "section",
+                        "text": {"type": "mrkdwn", "text": _clip(text, SLACK_MAX_SECTION_CHARS)}}]}

@@ -1,16 +1,19 @@
 """Email over SMTP: multipart text + HTML, one connection per run.
 
-Limits: the whole message stays under 100 KB, where Gmail starts clipping.
+Limits: the HTML part stays under 100 KB as sent, where Gmail starts clipping a message
+(the plain-text part is not shown there and does not count).
 Secrets: the SMTP login comes from the environment variables the channel names.
 """
 
 from __future__ import annotations
 
+import email
 import logging
 import smtplib
 import socket
 import ssl
 from collections.abc import Callable
+from dataclasses import replace
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
@@ -21,11 +24,20 @@ from digest.config import ChannelSettings
 from digest.deliver.base import ChannelContext, Composed
 from digest.errors import DeliveryError
 from digest.models import Digest
-from digest.render import Renderer
+from digest.render import Renderer, digest_subject, heartbeat_subject
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES = 100_000
+MAX_HTML_BYTES = 100_000
+
+# address -> (permanent, the server's words), for recipients refused while others accepted
+Refused = dict[str, tuple[bool, str]]
+# address -> (sent | failed_temporary | failed_permanent | dropped, error)
+RecipientOutcome = dict[str, tuple[str, str | None]]
+
+
+def _addr_key(address: str) -> str:
+    return parseaddr(address)[1].lower()
 
 
 def _header_text(text: str) -> str:
@@ -56,28 +68,28 @@ class EmailChannel:
     # ---------------------------------------------------------------- compose
 
     def subject(self, digest: Digest) -> str:
-        return _header_text(self.settings.subject.format(
-            watchlist=digest.watchlist, count=len(digest.matches),
-            date=digest.created_at.strftime("%Y-%m-%d")))
+        if digest.heartbeat is not None:
+            return _header_text(heartbeat_subject(digest))
+        return _header_text(digest_subject(self.settings.subject, digest))
 
     def compose(self, digest: Digest) -> Composed:
+        if digest.matched is None:  # what the email leaves out is counted against this
+            digest = replace(digest, matched=len(digest.matches))
         while True:
             subject = self.subject(digest)
             text, html = self.renderer.email(digest, subject=subject)
             message = self._message(digest, subject, text, html)
             raw = message.as_string()
-            size = len(raw.encode())
+            size = html_bytes(message)
             count = len(digest.matches)
-            if size <= MAX_MESSAGE_BYTES or count <= 1:
+            if size <= MAX_HTML_BYTES or count <= 1:
                 break
             # Shrink in proportion to the excess, then one by one; the papers left out
-            # stay candidates for the next digest.
-            keep = max(1, min(count - 1, int(count * MAX_MESSAGE_BYTES / size)))
-            log.info("email of %d papers is %d bytes, over %d; keeping the top %d", count,
-                     size, MAX_MESSAGE_BYTES, keep)
-            digest = Digest(watchlist=digest.watchlist, channel=digest.channel,
-                            matches=digest.matches[:keep], created_at=digest.created_at,
-                            notes=digest.notes)
+            # stay candidates for the next digest, and the email says how many they are.
+            keep = max(1, min(count - 1, int(count * MAX_HTML_BYTES / size)))
+            log.info("email of %d papers has %d bytes of HTML, over %d; keeping the top %d",
+                     count, size, MAX_HTML_BYTES, keep)
+            digest = replace(digest, matches=digest.matches[:keep])
         payload = {
             "kind": self.kind,
             "subject": subject,
@@ -164,24 +176,83 @@ class EmailChannel:
                                 channel=s.name, permanent=_is_permanent(exc)) from exc
 
     def send(self, payload: dict[str, Any], *, parts_sent: int = 0,
-             on_part_sent: Callable[[int], None] = lambda n: None) -> None:
+             on_part_sent: Callable[[int], None] = lambda n: None) -> Refused:
+        """Send a recorded digest to the channel's recipients as configured now.
+
+        A digest composed before the user corrected ``to`` or ``from`` goes to the
+        corrected addresses, with its content and Message-ID unchanged. Returns the
+        recipients the server refused while accepting the others.
+        """
         if parts_sent >= 1:
-            return
+            return {}
+        refused = self._transmit(payload, list(self.settings.to))
+        on_part_sent(1)
+        return refused
+
+    def send_to(self, payload: dict[str, Any], recipients: list[str]) -> RecipientOutcome:
+        """Send an accepted digest again to the recipients that refused it before.
+
+        A recipient no longer in ``to`` is dropped rather than written to.
+        """
+        current = {_addr_key(a): a for a in self.settings.to}
+        outcome: RecipientOutcome = {r: ("dropped", "no longer in the channel's 'to'")
+                                     for r in recipients if _addr_key(r) not in current}
+        wanted = [current[_addr_key(r)] for r in recipients if _addr_key(r) in current]
+        if not wanted:
+            return outcome
+        try:
+            refused = self._transmit(payload, wanted)
+        except DeliveryError as exc:
+            status = "failed_permanent" if exc.permanent else "failed_temporary"
+            outcome.update({r: (status, str(exc)) for r in wanted})
+            return outcome
+        for recipient in wanted:
+            if recipient in refused:
+                permanent, reason = refused[recipient]
+                outcome[recipient] = ("failed_permanent" if permanent else "failed_temporary",
+                                      reason)
+            else:
+                outcome[recipient] = ("sent", None)
+        return outcome
+
+    def _addressed(self, payload: dict[str, Any]) -> bytes:
+        """The recorded message, with From and To as the channel is configured now."""
         s = self.settings
+        raw: str = payload["message"]
+        if payload.get("from") == s.sender and payload.get("to") == list(s.to):
+            return raw.encode("ascii", "surrogateescape")
+        message = email.message_from_string(raw, policy=SMTP_POLICY)
+        del message["From"]
+        del message["To"]
+        message["From"] = s.sender
+        message["To"] = ", ".join(s.to)
+        log.info("channel=%s digest readdressed to the current settings", s.name)
+        return message.as_bytes()
+
+    def _transmit(self, payload: dict[str, Any], recipients: list[str]) -> Refused:
+        s = self.settings
+        if not recipients:
+            raise DeliveryError("the channel has no recipients ('to' is empty)", channel=s.name,
+                                permanent=True)
         if self._smtp is None:
             self._smtp = self._connect()
         try:
             refused = self._smtp.sendmail(
-                Address(addr_spec=parseaddr(payload["from"])[1]).addr_spec,
-                payload["to"], payload["message"].encode("ascii", "surrogateescape"))
+                Address(addr_spec=parseaddr(s.sender)[1]).addr_spec,
+                recipients, self._addressed(payload))
         except (smtplib.SMTPException, OSError) as exc:
             self._drop_connection()
             raise DeliveryError(f"SMTP server {s.smtp_host}:{s.smtp_port} did not accept the "
                                 f"digest: {_describe(exc)}", channel=s.name,
                                 permanent=_is_permanent(exc)) from exc
-        if refused:
-            log.warning("channel=%s some recipients refused: %s", s.name, sorted(refused))
-        on_part_sent(1)
+        out: Refused = {}
+        for recipient, (code, text) in refused.items():
+            words = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
+            out[recipient] = (500 <= code < 600, f"{code} {words}")
+        if out:
+            log.warning("channel=%s recipients refused: %s", s.name,
+                        "; ".join(f"{r} ({why})" for r, (_, why) in sorted(out.items())))
+        return out
 
     def _drop_connection(self) -> None:
         if self._smtp is not None:
@@ -198,6 +269,16 @@ class EmailChannel:
             except (smtplib.SMTPException, OSError):
                 pass
             self._drop_connection()
+
+
+def html_bytes(message: EmailMessage) -> int:
+    """The size of the HTML part as it travels (quoted-printable, CRLF line ends), which is
+    what Gmail measures."""
+    part = message.get_body(("html",))
+    if part is None:
+        return 0
+    body = str(part.get_payload()).replace("\r\n", "\n")
+    return len(body.encode()) + body.count("\n")
 
 
 def _is_permanent(exc: BaseException) -> bool:
