@@ -9,6 +9,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from email.errors import HeaderParseError
 from email.headerregistry import AddressHeader, HeaderRegistry
 from importlib import resources
@@ -20,8 +21,17 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from apscheduler.triggers.cron import CronTrigger
 
 from digest import __version__
+from digest.calendar import parse_holidays
 from digest.errors import ConfigError
-from digest.terms import Query, Term, TermError, parse_query, parse_term
+from digest.terms import (
+    Query,
+    Term,
+    TermError,
+    keyword_warnings,
+    parse_query,
+    parse_term,
+    query_warnings,
+)
 
 CONFIG_VERSION = 1
 SOURCE_KINDS = ("arxiv_rss", "arxiv_api", "hf_daily", "feed")
@@ -30,19 +40,20 @@ ANNOUNCE_TYPES = ("new", "cross", "replace", "replace-cross")
 ARXIV_API_MAX_RESULTS = 2000  # arXiv's documented ceiling for one call
 # Every key a config file may hold, by table; the docs test checks each is documented.
 TOP_KEYS = ("version", "store", "http", "schedule", "web", "sources", "watchlists",
-            "channels")
-STORE_KEYS = ("path", "lookback_days")
+            "channels", "arxiv")
+STORE_KEYS = ("path", "lookback_days", "keep_days", "keep_payload_days")
 HTTP_KEYS = ("contact", "timeout_seconds", "max_retries", "retry_backoff_seconds",
              "max_retry_after_seconds", "max_body_mb", "arxiv_interval_seconds",
              "interval_seconds")
 SCHEDULE_KEYS = ("cron", "timezone")
 WEB_KEYS = ("base_url", "host", "port", "secret_env", "max_body_kb")
+ARXIV_KEYS = ("extra_holidays", "catch_up_days")
 MIN_SECRET_CHARS = 32  # an HMAC key shorter than this is refused by check
 WATCHLIST_KEYS = ("name", "channels", "keywords", "query", "exclude", "authors", "categories",
                   "primary_only", "category_boost", "upvotes_boost", "recency_boost",
                   "recency_half_life_days", "similar_to", "similarity_weight",
                   "min_similarity", "min_score", "max_papers", "schedule", "timezone",
-                  "feedback_weight", "previous_names")
+                  "feedback_weight", "previous_names", "heartbeat")
 _CATEGORY = re.compile(r"^[a-z\-]+(\.[A-Za-z\-]+)?$")
 # What may sit in a URL an HTTP client sends: no spaces, no control characters.
 _URL_JUNK = re.compile(r"[\s\x00-\x1f\x7f]")
@@ -79,6 +90,10 @@ class Secret:
 class StoreSettings:
     path: Path = Path("data/digest.db")
     lookback_days: int = 7
+    # Retention: papers and digests older than keep_days are pruned, and the stored payload
+    # of a digest sent keep_payload_days ago becomes a placeholder; 0 keeps everything.
+    keep_days: int = 365
+    keep_payload_days: int = 30
 
 
 @dataclass(frozen=True)
@@ -179,6 +194,7 @@ class WatchlistSettings:
     timezone: str | None = None
     feedback_weight: float = 5.0  # how much the model learned from ratings counts; 0: off
     previous_names: tuple[str, ...] = ()  # what the store may still call this watchlist
+    heartbeat: bool = False  # a short message on a day with nothing to send
 
 
 @dataclass(frozen=True)
@@ -194,7 +210,9 @@ class ChannelSettings:
     password_env: str | None = None
     sender: str = ""
     to: tuple[str, ...] = ()
-    subject: str = "{watchlist}: {count} new papers ({date})"
+    # {papers} is "1 new paper" / "8 new papers"; {date} is "Tue 24 Nov" in the
+    # watchlist's timezone; {count} and {iso_date} ("2026-11-24") are there too.
+    subject: str = "{watchlist}: {papers}, {date}"
     unsubscribe: str | None = None
     timeout_seconds: float = 30.0
     # slack
@@ -219,12 +237,25 @@ class ChannelSettings:
 
 
 @dataclass(frozen=True)
+class ArxivSettings:
+    """arXiv's calendar as this install knows it, and how far back a catch-up reaches."""
+
+    extra_holidays: frozenset[date] = frozenset()
+    catch_up_days: int = 7  # 0: never backfill missed announcement days
+
+    @property
+    def holidays(self) -> frozenset[date]:
+        return arxiv_holidays() | self.extra_holidays
+
+
+@dataclass(frozen=True)
 class Settings:
     path: Path
     store: StoreSettings = field(default_factory=StoreSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    arxiv: ArxivSettings = field(default_factory=ArxivSettings)
     sources: tuple[SourceSettings, ...] = ()
     watchlists: tuple[WatchlistSettings, ...] = ()
     channels: Mapping[str, ChannelSettings] = field(default_factory=dict)
@@ -395,6 +426,13 @@ def arxiv_categories() -> frozenset[str]:
 
 
 @functools.cache
+def arxiv_holidays() -> frozenset[date]:
+    """The dates arXiv does not announce, from the schedule shipped with the package."""
+    text = (resources.files("digest") / "data" / "arxiv_holidays.txt").read_text("utf-8")
+    return parse_holidays(text)[0]
+
+
+@functools.cache
 def arxiv_archives() -> frozenset[str]:
     """Archives with subject classes (cs, math, astro-ph, ...): rss.arxiv.org serves each whole."""
     return frozenset(c.split(".", 1)[0] for c in arxiv_categories() if "." in c)
@@ -512,15 +550,49 @@ def _date(value: str) -> str | None:
     return "must be 'latest' or a date YYYY-MM-DD"
 
 
+def _read_arxiv(reader: _Reader, raw: Any) -> ArxivSettings:
+    table = reader.table(raw, "arxiv")
+    reader.known_keys(table, ARXIV_KEYS, "arxiv")
+    d = ArxivSettings()
+    holidays = reader.strings(table, "extra_holidays", "arxiv", check=_calendar_date,
+                              empty="empty date")
+    return ArxivSettings(
+        extra_holidays=frozenset(date.fromisoformat(day) for day in holidays),
+        catch_up_days=reader.value(table, "catch_up_days", "arxiv", int, d.catch_up_days,
+                                   _in_range(0, 60)),
+    )
+
+
+def _calendar_date(value: str) -> str | None:
+    try:
+        # fromisoformat also takes 20261231; the file's readers expect the dashes
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value) and date.fromisoformat(value):
+            return None
+    except ValueError:
+        pass
+    return 'must be a date YYYY-MM-DD, like "2026-12-31"'
+
+
 def _read_store(reader: _Reader, raw: Any) -> StoreSettings:
     table = reader.table(raw, "store")
     reader.known_keys(table, STORE_KEYS, "store")
     d = StoreSettings()
     path = reader.value(table, "path", "store", str, default=str(d.path))
+    lookback_days = reader.value(table, "lookback_days", "store", int, d.lookback_days,
+                                 _in_range(1, 3650))
+    keep_days = reader.value(table, "keep_days", "store", int, d.keep_days,
+                             _in_range(0, 36500))
+    if keep_days and isinstance(lookback_days, int) and keep_days <= lookback_days:
+        # A paper still inside the lookback window is a candidate: pruning it would lose
+        # the record that it was sent.
+        reader.problem("store.keep_days", f"must be 0 (keep everything) or more than "
+                                          f"lookback_days ({lookback_days})")
     return StoreSettings(
         path=Path(path or d.path).expanduser(),
-        lookback_days=reader.value(table, "lookback_days", "store", int, d.lookback_days,
-                                   _in_range(1, 3650)),
+        lookback_days=lookback_days,
+        keep_days=keep_days,
+        keep_payload_days=reader.value(table, "keep_payload_days", "store", int,
+                                       d.keep_payload_days, _in_range(0, 36500)),
     )
 
 
@@ -793,6 +865,7 @@ def _read_watchlists(reader: _Reader, raw: Any) -> tuple[WatchlistSettings, ...]
                                          d.feedback_weight, _in_range(0, 100)),
             previous_names=reader.strings(table, "previous_names", path, check=_name,
                                           empty="empty name"),
+            heartbeat=reader.value(table, "heartbeat", path, bool, d.heartbeat),
         ))
     return tuple(watchlists)
 
@@ -908,9 +981,10 @@ def _optional_path(value: str | None) -> Path | None:
 
 def _subject(value: str) -> str | None:
     try:
-        value.format(watchlist="w", count=1, date="d")
+        value.format(watchlist="w", count=1, papers="1 new paper", date="d", iso_date="i")
     except (KeyError, IndexError, ValueError) as exc:
-        return f"unknown placeholder {exc}; use {{watchlist}}, {{count}} or {{date}}"
+        return (f"unknown placeholder {exc}; use {{watchlist}}, {{papers}}, {{count}}, "
+                "{date} or {iso_date}")
     return None
 
 
@@ -946,6 +1020,7 @@ def _parse(
         http=_read_http(reader, data.get("http", _MISSING)),
         schedule=_read_schedule(reader, data.get("schedule", _MISSING)),
         web=_read_web(reader, data.get("web", _MISSING), env),
+        arxiv=_read_arxiv(reader, data.get("arxiv", _MISSING)),
         sources=_read_sources(reader, data.get("sources", _MISSING)),
         watchlists=_read_watchlists(reader, data.get("watchlists", _MISSING)),
         channels=_read_channels(reader, data.get("channels", _MISSING), env),
@@ -960,6 +1035,40 @@ def _parse(
                                f"no channel named '{channel}' (known: {known})")
     _check_previous_names(reader, settings)
     return settings, reader.problems
+
+
+def wording_warnings(settings: Settings) -> list[tuple[str, str]]:
+    """Terms that are valid but probably not meant as written: lowercase and/or/not and
+    -word, read as phrase text. ``check`` prints them as warnings."""
+    out = []
+    for i, watchlist in enumerate(settings.watchlists):
+        if watchlist.query_text is not None:
+            out += [(f"watchlists[{i}].query", w) for w in query_warnings(watchlist.query_text)]
+        for j, keyword in enumerate(watchlist.keywords):
+            out += [(f"watchlists[{i}].keywords[{j}]", w)
+                    for w in keyword_warnings(keyword.term.text)]
+    return out
+
+
+def parse_watchlist(text: str, *, name: str, channels: tuple[str, ...] = ()
+                    ) -> tuple[WatchlistSettings | None, list[tuple[str, str]]]:
+    """One watchlist from the TOML keys of its table (keywords = [...], query = ...), as a
+    preview edits it; its name and channels are given. Returns it, or None and every
+    problem, each with its key path."""
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        return None, [("", f"not valid TOML: {exc}")]
+    reader = _Reader()
+    for key in ("name", "channels"):
+        if key in table:
+            reader.problem(key, "is not edited here")
+            del table[key]
+    table = {**table, "name": name, "channels": list(channels)}
+    (watchlist,) = _read_watchlists(reader, [table]) or (None,)
+    problems = [(path.removeprefix("watchlists[0]").lstrip("."), reason)
+                for path, reason in reader.problems]
+    return (watchlist if not problems else None), problems
 
 
 def load_settings(path: str | Path, *, env: Mapping[str, str] | None = None) -> Settings:

@@ -72,3 +72,12 @@ class DeliveryError(DigestError):
 
 class LockedError(DigestError):
     """Another run holds the store's run lock."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run was asked to stop (SIGTERM or Ctrl-C to ``serve``) and cut a wait short.
+
+    Deliberately outside DigestError, like KeyboardInterrupt: no handler for a failing
+    source or channel may record it as that source's or channel's failure. It unwinds the
+    run; each store transaction it crosses rolls back, so only facts that happened remain.
+    """

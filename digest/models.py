@@ -96,6 +96,13 @@ class Paper:
     comment: str | None = None
     journal_ref: str | None = None
     source: str = ""
+    # What readers click besides the abstract, where a source knows it (Hugging Face does).
+    hf_url: str | None = None
+    code_url: str | None = None
+    code_stars: int | None = None
+    project_url: str | None = None
+    summary: str | None = None  # a one-line summary, e.g. a machine-written TL;DR
+    summary_source: str | None = None  # who wrote the summary, e.g. "Hugging Face"
 
     @property
     def abs_url(self) -> str:
@@ -108,8 +115,10 @@ class Paper:
 class Reason:
     """One part of a score.
 
-    ``kind`` is term, negative (a term that lowers), author, category, boost or similar;
-    ``field`` says where (title, abstract, authors, category, upvotes, recency, text).
+    ``kind`` is term, negative (a term that lowers), author, category, boost, similar, or
+    liked / unliked (what the model learned from ratings says, for or against);
+    ``field`` says where (title, abstract, authors, category, upvotes, recency, text,
+    ratings). For liked / unliked, ``value`` is the title of the nearest rated paper.
     """
 
     kind: str
@@ -130,6 +139,12 @@ class Reason:
             return f"like the seed papers ({self.value})"
         if self.kind == "boost":
             return self.value
+        if self.kind == "liked":
+            return (f'close to "{self.value}", which you liked' if self.value
+                    else "like the papers you liked")
+        if self.kind == "unliked":
+            return (f'close to "{self.value}", which you disliked' if self.value
+                    else "unlike the papers you liked")
         return f"category {self.value}"
 
 
@@ -159,6 +174,20 @@ class Digest:
     # One-click rating URLs by paper key, then by action (like, dislike, save); empty when
     # no public web address is configured.
     feedback: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # Set on a digest without papers that tells the reader why today is quiet, e.g.
+    # "nothing matched today (812 new papers read)".
+    heartbeat: str | None = None
+    # How many papers matched in all; more than len(matches) when max_papers or the
+    # channel's size cut the digest. None: exactly the matches.
+    matched: int | None = None
+    timezone: str = "UTC"  # the watchlist's IANA timezone: the reader's dates are in it
+    # Where the papers left out can be read now (the web app); None: the next digest.
+    more_url: str | None = None
+
+    @property
+    def left_out(self) -> int:
+        """Papers that matched but are not in this digest."""
+        return max(0, (self.matched or 0) - len(self.matches))
 
 
 @dataclass
@@ -170,6 +199,10 @@ class SourceReport:
     skipped: int = 0
     not_modified: bool = False
     error: str | None = None
+    note: str | None = None  # an empty listing explained, e.g. "no arXiv announcement today"
+    catch_up: str | None = None  # the announcement days backfilled through the arXiv API
+    caught_up: int = 0  # papers the catch-up added to the store
+    catch_up_error: str | None = None  # the catch-up failed; its days stay pending
 
 
 @dataclass
@@ -182,6 +215,8 @@ class DeliveryReport:
     error: str | None = None
     location: str | None = None
     resent: bool = False
+    refused: tuple[str, ...] = ()  # recipients that did not accept it while others did
+    heartbeat: str | None = None  # what a digest without papers told the reader
 
 
 @dataclass
@@ -199,13 +234,14 @@ class RunReport:
     watchlists: list[WatchlistReport] = field(default_factory=list)
     deliveries: list[DeliveryReport] = field(default_factory=list)
     finished_at: datetime | None = None
+    interrupted: bool = False  # asked to stop: what was not reached waits for the next run
 
     @property
     def ok(self) -> bool:
-        return not any(s.error for s in self.sources) and not any(
-            d.status.startswith("failed") for d in self.deliveries
+        return not any(s.error or s.catch_up_error for s in self.sources) and not any(
+            d.status.startswith("failed") or d.refused for d in self.deliveries
         )
 
     @property
     def new_papers(self) -> int:
-        return sum(s.new for s in self.sources)
+        return sum(s.new + s.caught_up for s in self.sources)

@@ -7,33 +7,58 @@ once the channel accepted it.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
-from digest.config import ChannelSettings, Settings, WatchlistSettings
-from digest.deliver import CHANNELS, Channel, ChannelContext, Outbox
-from digest.errors import ConfigError, DeliveryError, DigestError
+from digest.calendar import EASTERN, Announcement, Calendar, days_label, eastern_date
+from digest.config import ARXIV_API_MAX_RESULTS, ChannelSettings, Settings, WatchlistSettings
+from digest.deliver import CHANNELS, Channel, ChannelContext, Outbox, settings_fingerprint
+from digest.errors import (
+    ConfigError,
+    DeliveryError,
+    DigestError,
+    FetchError,
+    Interrupted,
+    ParseError,
+    SourceError,
+    StoreError,
+)
+from digest.feedback import LinkSigner, MoreLink, more_page_url, rating_urls
 from digest.http import Fetcher, is_local, local_path
 from digest.models import (
     DeliveryReport,
     Digest,
+    Match,
     RunReport,
     SourceReport,
     WatchlistReport,
     parse_arxiv_id,
 )
-from digest.render import Renderer
-from digest.scoring import Matcher, rank
+from digest.ranking import (
+    MAX_BACKGROUND,
+    MIN_LIKES,
+    Corpus,
+    ModelError,
+    WatchlistModel,
+    train,
+)
+from digest.render import Renderer, describe_reasons, plural
+from digest.scoring import Matcher, rank, with_shared_reasons
 from digest.similarity import SimilarityIndex
-from digest.sources import build_source
-from digest.store import OpenDigest, Store
+from digest.sources import arxiv_api, arxiv_rss, build_source
+from digest.sources.base import Batch
+from digest.store import LeftOut, OpenDigest, Store
+from digest.store.db import Pruned
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +80,29 @@ class Seams:
     now: Callable[[], datetime] = _utc_now
     channel_factory: ChannelFactory | None = None
     renderer: Renderer = field(default_factory=Renderer)
+    # Set when the run should stop (serve got SIGTERM): waits end at once, nothing new starts.
+    stop: threading.Event | None = None
+
+
+def _stoppable(seams: Seams) -> Seams:
+    """The seams with a sleep that ends early, raising Interrupted, once ``stop`` is set."""
+    stop, sleep = seams.stop, seams.sleep
+    if stop is None:
+        return seams
+
+    def wait(seconds: float) -> None:
+        if sleep is None:
+            stop.wait(seconds)
+        elif not stop.is_set():
+            sleep(seconds)
+        _check_stop(seams)
+
+    return replace(seams, sleep=wait)
+
+
+def _check_stop(seams: Seams) -> None:
+    if seams.stop is not None and seams.stop.is_set():
+        raise Interrupted("asked to stop")
 
 
 def default_channel(settings: Settings, seams: Seams) -> ChannelFactory:
@@ -64,32 +112,178 @@ def default_channel(settings: Settings, seams: Seams) -> ChannelFactory:
     return lambda channel: CHANNELS[channel.kind].create(channel, context)
 
 
+def _seed_id(seed: str) -> str | None:
+    """The versionless arXiv id a similar_to entry names, or None for a text seed."""
+    parsed = parse_arxiv_id(seed)
+    return parsed[0] if parsed and len(seed) < 100 else None  # an id or URL, not a text
+
+
 def build_matcher(
-    watchlists: Iterable[WatchlistSettings], store: Store, progress: Progress = lambda line: None
+    watchlists: Iterable[WatchlistSettings],
+    store: Store,
+    progress: Progress = lambda line: None,
+    *,
+    fetcher: Fetcher | None = None,
+    seed_url: str = arxiv_api.BASE_URL,
+    now: Callable[[], datetime] = _utc_now,
 ) -> Matcher:
-    """Compile the watchlists; give 'similar_to' watchlists the store's papers and seeds."""
+    """Compile the watchlists; give 'similar_to' watchlists the store's papers and seeds.
+
+    With a ``fetcher``, seed papers missing from the store are looked up on arXiv first and
+    kept as reference papers, so each is asked for once.
+    """
     watchlists = list(watchlists)
+    models, ratings = learned_models(watchlists, store, now(), progress)
     similar = [w for w in watchlists if w.similar_to]
     if not similar:
-        return Matcher(watchlists)
+        return Matcher(watchlists, models=models, ratings=ratings)
+    if fetcher is not None:
+        _record_seeds(similar, store, fetcher, seed_url, now, progress)
     progress(f"indexing {store.papers_count()} stored papers for similar_to")
     index = SimilarityIndex(store.texts())
     seeds: dict[str, list[str]] = {}
+    seed_keys: dict[str, set[str]] = {}
     for watchlist in similar:
         texts = []
+        keys = seed_keys.setdefault(watchlist.name, set())
         for seed in watchlist.similar_to:
-            parsed = parse_arxiv_id(seed)
-            if parsed and len(seed) < 100:  # an id or an arXiv URL, not a text
-                paper = store.paper(f"arxiv:{parsed[0]}")
-                if paper is None:
-                    log.warning("watchlist=%s seed %s is not in the store yet; skipped",
-                                watchlist.name, seed)
-                    continue
-                texts.append(f"{paper.title}. {paper.abstract}")
-            else:
+            arxiv_id = _seed_id(seed)
+            if arxiv_id is None:
                 texts.append(seed)
+                continue
+            paper = store.paper(f"arxiv:{arxiv_id}")
+            if paper is None:
+                log.warning("watchlist=%s seed %s is not in the store yet; skipped",
+                            watchlist.name, seed)
+                continue
+            texts.append(f"{paper.title}. {paper.abstract}")
+            keys.add(paper.key)
         seeds[watchlist.name] = texts
-    return Matcher(watchlists, similarity=index, seeds=seeds)
+    return Matcher(watchlists, similarity=index, seeds=seeds, seed_keys=seed_keys,
+                   models=models, ratings=ratings)
+
+
+# Unrated papers a model learns from as weak negatives: a sample of those seen in the last
+# weeks, but none of the last hours, which nobody has had the chance to rate yet.
+BACKGROUND_DAYS = 30
+BACKGROUND_UNSEEN = timedelta(hours=12)
+BACKGROUND_SIZE = MAX_BACKGROUND
+
+
+def learned_models(
+    watchlists: Iterable[WatchlistSettings], store: Store, now: datetime,
+    progress: Progress = lambda line: None,
+) -> tuple[dict[str, WatchlistModel], dict[str, dict[str, int]]]:
+    """Each learning watchlist's model, and every watchlist's ratings (+1 liked, -1 disliked).
+
+    A saved model is used while the ratings it was trained on are unchanged (same
+    fingerprint); otherwise the watchlist is trained again and the model saved. The
+    ratings are read once, for the models and their fingerprints alike.
+    """
+    watchlists = list(watchlists)
+    ratings = store.ratings()
+    if not ratings:
+        return {}, {}
+    fingerprints = store.ratings_fingerprints(ratings)
+    saved = store.saved_models()
+    models: dict[str, WatchlistModel] = {}
+    stale = []
+    for watchlist in watchlists:
+        name = watchlist.name
+        rated = ratings.get(name, {})
+        if watchlist.feedback_weight <= 0 or sum(v > 0 for v in rated.values()) < MIN_LIKES:
+            continue
+        if name in saved and saved[name][0] == fingerprints[name]:
+            try:
+                models[name] = WatchlistModel.from_bytes(saved[name][1])
+                continue
+            except ModelError as exc:
+                log.warning("watchlist=%s saved model unreadable, training again: %s", name, exc)
+        stale.append(name)
+    if stale:
+        progress(f"learning from ratings: training {plural(len(stale), 'watchlist model')}")
+        fresh = {p.key for p in store.recent(now - BACKGROUND_UNSEEN)}
+        background = sorted((p for p in store.recent(now - timedelta(days=BACKGROUND_DAYS))
+                             if p.key not in fresh),
+                            key=lambda p: hashlib.sha1(p.key.encode()).hexdigest())
+        background = background[:BACKGROUND_SIZE]
+        rated_papers = store.papers({key for name in stale for key in ratings[name]})
+        corpus = Corpus([*rated_papers.values(), *background])
+        keys = [p.key for p in background]
+        for name in stale:
+            model = train(corpus, ratings[name], keys)
+            if model is None:
+                log.info("watchlist=%s too few rated papers in the store to learn from", name)
+                continue
+            blob = model.to_bytes()
+            store.save_model(name, fingerprints[name], blob, now)
+            # Kept as read back, like a saved model: its rated papers stay compressed until
+            # a reason needs them, so a run that trained 1,000 models holds no more.
+            models[name] = WatchlistModel.from_bytes(blob)
+    return models, {w.name: ratings[w.name] for w in watchlists if w.name in ratings}
+
+
+def _record_seeds(similar: list[WatchlistSettings], store: Store, fetcher: Fetcher, url: str,
+                  now: Callable[[], datetime], progress: Progress) -> None:
+    """Look up the seed ids the store lacks; keep them as references, never as news."""
+    ids = {_seed_id(seed) for w in similar for seed in w.similar_to}
+    missing = sorted(i for i in ids if i and store.paper(f"arxiv:{i}") is None)
+    if not missing or is_local(url):  # a local file answers no id_list query
+        return
+    progress(f"looking up {len(missing)} seed paper{'s' if len(missing) != 1 else ''} on arXiv")
+    try:
+        found = arxiv_api.lookup(fetcher, missing, url=url, progress=progress)
+    except (FetchError, ParseError) as exc:
+        log.warning("cannot look up seed papers %s: %s", ", ".join(missing), exc)
+        return
+    wanted = {f"arxiv:{arxiv_id}" for arxiv_id in missing}
+    store.record_references([p for p in found if p.key in wanted], now())
+
+
+ARXIV_SOURCE_KINDS = ("arxiv_rss", "arxiv_api")
+
+
+def _reads_locally(url: str) -> bool:
+    """A local file or a server on this machine: sample data, a test, a local mirror."""
+    return is_local(url) or (urlsplit(url).hostname or "") in ("127.0.0.1", "localhost", "::1")
+
+
+def enrich_from_arxiv(settings: Settings, store: Store, fetcher: Fetcher, *, now: datetime,
+                      progress: Progress = lambda line: None) -> int:
+    """Give recent papers that a source listed without categories or with a partial author
+    list (Hugging Face, some feeds) arXiv's categories and authors, before they are scored.
+
+    Asked by id_list in batches through the shared arXiv pacer; each paper once, found or
+    not. A failed lookup is a warning: those papers are asked again next run. It asks where
+    the first arxiv_api source asks (a local file: skipped), else arXiv itself, unless every
+    source reads a local file or a server on this machine: runs on sample data stay
+    offline. Returns how many papers it changed.
+    """
+    url = arxiv_api.lookup_url(settings.sources)
+    if is_local(url) or (url == arxiv_api.BASE_URL and all(
+            s.url and _reads_locally(s.url) for s in settings.sources if s.enabled)):
+        return 0
+    since = now - timedelta(days=settings.store.lookback_days)
+    ids = store.lacking_arxiv_facts(
+        since, [s.name for s in settings.sources if s.kind in ARXIV_SOURCE_KINDS])
+    if not ids:
+        return 0
+    progress(f"asking arXiv for the categories and authors of {len(ids)} "
+             f"paper{'s' if len(ids) != 1 else ''}")
+    changed = 0
+    for start in range(0, len(ids), arxiv_api.LOOKUP_BATCH):
+        batch = ids[start:start + arxiv_api.LOOKUP_BATCH]
+        try:
+            found = arxiv_api.lookup(fetcher, batch, url=url, progress=progress)
+        except (StoreError, Interrupted):
+            raise
+        except Exception as exc:  # the papers are scored as listed; asked again next run
+            problem = str(exc) if isinstance(exc, DigestError) else describe_unexpected(exc)
+            log.warning("cannot look up %d papers on arXiv for their categories and "
+                        "authors: %s", len(ids) - start, problem)
+            break
+        changed += store.record_arxiv_facts(found, asked=batch, now=now)
+    return changed
 
 
 def source_notes(settings: Settings, store: Store) -> tuple[str, ...]:
@@ -106,6 +300,71 @@ def source_notes(settings: Settings, store: Store) -> tuple[str, ...]:
     return tuple(notes)
 
 
+def feedback_links(settings: Settings, watchlist: str,
+                   keys: Iterable[str]) -> dict[str, dict[str, str]]:
+    """One-click rating URLs for each paper of a digest, once [web] has an address and a key.
+
+    No recipient is named: one email goes to every address of its channel.
+    """
+    web = settings.web
+    secret = web.secret.reveal() if web.secret else ""
+    if not web.base_url:
+        return {}
+    if not secret:
+        log.warning("web.base_url is set but $%s is not: the digest goes out without rating "
+                    "links", web.secret_env)
+        return {}
+    signer = LinkSigner(secret)
+    return {key: rating_urls(signer, web.base_url, watchlist=watchlist, paper_key=key)
+            for key in keys}
+
+
+# The web app's page of what a digest left out lists at most this many papers: past that
+# nobody reads on, and each digest of a broad watchlist would add hundreds of rows.
+LEFT_OUT_MAX_PAPERS = 200
+
+
+@dataclass(frozen=True)
+class MorePage:
+    """Where a digest about to be composed will list its left-out papers: the id and the
+    moment it is to be recorded under, and the signed URL naming both."""
+
+    digest_id: int
+    at: datetime
+    url: str
+
+
+def more_page(settings: Settings, store: Store, watchlist: str,
+              now: datetime) -> MorePage | None:
+    """The "N more" page of the next digest, once [web] has an address and a key.
+
+    The URL must name the digest's id, yet the payload carrying it is composed before the
+    digest is recorded. The id is therefore taken first: the next one, which only this run
+    can use since it holds the run lock; the digest is then recorded under it explicitly
+    (a clash fails the run rather than link to another digest). Composing twice would cost
+    every size-cut email a second rendering, and (channel, watchlist, time) names no digest
+    uniquely. The link also names the moment recorded, so that an id SQLite gives again
+    after its digest was pruned does not open the old link. Every digest gets the URL; only
+    one that left papers out shows it.
+    """
+    web = settings.web
+    secret = web.secret.reveal() if web.secret else ""
+    if not web.base_url or not secret:  # feedback_links has warned of a missing key
+        return None
+    digest_id = store.next_digest_id()
+    url = more_page_url(LinkSigner(secret), web.base_url,
+                        MoreLink(digest_id=digest_id, watchlist=watchlist, created_at=now))
+    return MorePage(digest_id=digest_id, at=now, url=url)
+
+
+def left_out(ranked: list[Match], kept: int, others: list[list[Match]]) -> list[LeftOut]:
+    """The ranked matches past the ``kept`` a digest carries, for its "N more" page, with
+    the reasons the channel's other watchlists gave them too, as the digest shows them."""
+    rest = with_shared_reasons(ranked[kept:kept + LEFT_OUT_MAX_PAPERS], others)
+    return [LeftOut(paper_key=m.paper.key, rank=kept + number, score=m.score,
+                    reasons=describe_reasons(m)) for number, m in enumerate(rest, start=1)]
+
+
 def preflight(
     settings: Settings, *, channels: Iterable[str] | None = None, secrets: bool = True
 ) -> list[tuple[str, str]]:
@@ -113,7 +372,12 @@ def preflight(
     problems = []
     wanted = set(settings.channels if channels is None else channels)
     if secrets:
-        problems += [p for p in settings.missing_secrets() if p[0].split(".", 1)[1] in wanted]
+        # A channel's missing secret stops a run only when that channel is due; the web
+        # key is checked whole by 'check' (channels=None), while a run without it just
+        # sends digests without rating links.
+        problems += [p for p in settings.missing_secrets()
+                     if (p[0].startswith("channels.") and p[0].split(".", 1)[1] in wanted)
+                     or (channels is None and not p[0].startswith("channels."))]
     directory = settings.store.path.parent
     existing = next((p for p in (directory, *directory.parents) if p.exists()), None)
     if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK):
@@ -130,6 +394,54 @@ def preflight(
     return problems
 
 
+def prune_store(settings: Settings, store: Store, now: datetime,
+                progress: Progress = lambda line: None, *,
+                quiet: bool = False) -> Pruned | None:
+    """Apply the retention of [store]; seed papers of similar_to watchlists are kept.
+
+    ``quiet`` (at the end of a run) turns a failure into a warning, since what the run
+    did is recorded already; the next run prunes again. Returns None when it failed so.
+    """
+    seeds = {f"arxiv:{arxiv_id}" for w in settings.watchlists for seed in w.similar_to
+             if (arxiv_id := _seed_id(seed))}
+    try:
+        pruned = store.prune(now, keep_days=settings.store.keep_days,
+                             keep_payload_days=settings.store.keep_payload_days, keep=seeds)
+    except StoreError as exc:
+        if not quiet:
+            raise
+        log.warning("store pruning failed, tried again next run: %s", exc)
+        return None
+    parts = []
+    if pruned.papers or pruned.digests:
+        parts.append(f"{pruned.papers} papers and {pruned.digests} digests older than "
+                     f"{settings.store.keep_days} days")
+    if pruned.payloads:
+        parts.append(f"the payloads of {pruned.payloads} digests sent over "
+                     f"{settings.store.keep_payload_days} days ago")
+    if parts:
+        log.info("pruned papers=%d digests=%d payloads=%d", pruned.papers, pruned.digests,
+                 pruned.payloads)
+        progress("pruned " + "; ".join(parts))
+    return pruned
+
+
+def apply_renames(settings: Settings, store: Store, now: datetime,
+                  progress: Progress = lambda line: None) -> None:
+    """Move what the store holds under each previous name to the name now configured.
+
+    A renamed channel then keeps its deliveries, so nothing it had is sent again.
+    """
+    renames = [("channel", old, c.name) for c in settings.channels.values()
+               for old in c.previous_names]
+    renames += [("watchlist", old, w.name) for w in settings.watchlists
+                for old in w.previous_names]
+    for kind, old, new in renames:
+        moved = store.rename(kind, old, new, now)
+        if moved:
+            progress(f"renamed {kind} {old} to {new} in the store ({moved} records)")
+
+
 def run_once(
     settings: Settings,
     *,
@@ -138,27 +450,46 @@ def run_once(
     seams: Seams | None = None,
     progress: Progress = lambda line: None,
 ) -> RunReport:
-    """Run the whole job once: ingest every source, then deliver the due digests."""
-    seams = seams or Seams()
+    """Run the whole job once: ingest every source, then deliver the due digests.
+
+    When ``seams.stop`` is set, the run starts no further source or digest, its waits end,
+    and it returns what it did so far, marked interrupted.
+    """
+    seams = _stoppable(seams or Seams())
     selected = [w for w in settings.watchlists if watchlists is None or w.name in set(watchlists)]
     channel_names = sorted({c for w in selected for c in w.channels})
     problems = preflight(settings, channels=channel_names, secrets=outbox is None)
     if problems:
         raise ConfigError(problems, path=str(settings.path))
     report = RunReport(started_at=seams.now())
-    with Store.open(settings.store.path) as store, store.run_lock():
-        with Fetcher(settings.http, transport=seams.transport, sleep=seams.sleep) as fetcher:
+    try:
+        with Store.open(settings.store.path) as store, store.run_lock(), \
+                Fetcher(settings.http, transport=seams.transport, sleep=seams.sleep) as fetcher:
+            apply_renames(settings, store, seams.now(), progress)
+            calendar = Calendar(settings.arxiv.holidays)
             for source_settings in settings.sources:
                 if source_settings.enabled:
+                    _check_stop(seams)
+                    previous = store.last_success(source_settings.name)
                     report.sources.append(_ingest(store, fetcher, source_settings, seams,
-                                                  progress))
-        _deliver(settings, store, selected, channel_names, seams, outbox, report, progress)
+                                                  progress, calendar))
+                    catch_up(settings, store, fetcher, source_settings, report.sources[-1],
+                             previous=previous, calendar=calendar, now=seams.now(),
+                             progress=progress)
+            enrich_from_arxiv(settings, store, fetcher, now=seams.now(), progress=progress)
+            _deliver(settings, store, selected, channel_names, seams, outbox, report, progress,
+                     fetcher)
+            prune_store(settings, store, seams.now(), progress, quiet=True)
+    except Interrupted:
+        # Each fact was written in its own transaction; the one under way rolled back.
+        report.interrupted = True
+        log.info("run interrupted; what was not reached waits for the next run")
     report.finished_at = seams.now()
     return report
 
 
 def _ingest(store: Store, fetcher: Fetcher, source_settings: Any, seams: Seams,
-            progress: Progress) -> SourceReport:
+            progress: Progress, calendar: Calendar | None = None) -> SourceReport:
     name = source_settings.name
     result = SourceReport(name=name)
     progress(f"fetching {name} ({source_settings.kind})")
@@ -168,13 +499,212 @@ def _ingest(store: Store, fetcher: Fetcher, source_settings: Any, seams: Seams,
         result.read = len(batch.papers)
         result.skipped = batch.skipped
         result.not_modified = batch.not_modified
+        if calendar is not None:
+            result.note = explain_empty(source_settings, batch, calendar, seams.now())
+        progress(f"recording {len(batch.papers)} papers from {name}")
         result.new, result.known = store.record_batch(name, batch.papers, batch.state,
                                                       seams.now())
+    except StoreError:
+        raise  # the store is broken, not the source: nothing more can be recorded
     except DigestError as exc:
         result.error = str(exc)
-        log.warning("source=%s failed: %s", name, exc)
-        store.record_source_error(name, str(exc), seams.now())
+    except Exception as exc:  # a bug met by one source's data must not cost the others
+        result.error = describe_unexpected(exc)
+        log.debug("source=%s failed unexpectedly", name, exc_info=True)
+    if result.error is not None:
+        log.warning("source=%s failed: %s", name, result.error)
+        store.record_source_error(name, result.error, seams.now())
     return result
+
+
+def reads_arxiv_calendar(source_settings: Any) -> bool:
+    """An arxiv_rss source that reads a feed over HTTP, which follows arXiv's calendar.
+
+    A local file (the demo's sample data) is a snapshot: never late, never missing a day.
+    """
+    return source_settings.kind == "arxiv_rss" and not (
+        source_settings.url and is_local(source_settings.url))
+
+
+def explain_empty(source_settings: Any, batch: Batch, calendar: Calendar,
+                  now: datetime) -> str | None:
+    """Judge an arXiv listing with no entries at all: the calendar's reason when no
+    announcement was due (weekend, holiday), a SourceError when one was.
+
+    None for any listing with entries, for a feed not modified, and for other sources.
+    """
+    if (not reads_arxiv_calendar(source_settings) or batch.papers or batch.skipped
+            or batch.not_modified):
+        return None
+    due = calendar.due_listing(now)
+    if due is not None:
+        raise SourceError(f"arXiv sent an empty feed on an announcement day ({due.label})",
+                          source=source_settings.name)
+    return f"no arXiv announcement today ({calendar.why_silent(now)})"
+
+
+# A catch-up reads at most this many pages of 2000: a week of all of cs is under half that.
+CATCH_UP_MAX_PAGES = 10
+
+
+def catch_up(
+    settings: Settings,
+    store: Store,
+    fetcher: Fetcher,
+    source_settings: Any,
+    result: SourceReport,
+    *,
+    previous: datetime | None,
+    calendar: Calendar,
+    now: datetime,
+    progress: Progress = lambda line: None,
+) -> None:
+    """Backfill through the arXiv API the announcement days an arxiv_rss source missed.
+
+    The feed holds only its latest day, so the days whose listing came and went since the
+    source's ``previous`` success are asked of the API by submission date, within
+    ``[arxiv] catch_up_days``. They are recorded as pending first and marked done once
+    every page is stored: a run that stops half-way leaves them for the next run. Papers
+    are keyed by arXiv id, so one found again (in the next feed, or a page fetched twice)
+    is stored and sent once. Adds to ``result``; a failure is the catch-up's, not the feed's.
+    """
+    name = source_settings.name
+    url = arxiv_api.lookup_url(settings.sources)
+    if (not settings.arxiv.catch_up_days or not reads_arxiv_calendar(source_settings)
+            or is_local(url)):
+        return
+    horizon = now - timedelta(days=settings.arxiv.catch_up_days)
+    recorded = store.catch_up_days(name)
+    missed: dict[str, Announcement] = {}
+    if previous is not None:
+        current = calendar.due_listing(now)
+        read_now = result.error is None and (
+            not result.not_modified or current == calendar.due_listing(previous))
+        for announcement in calendar.listing_missed(previous, now):
+            if not (read_now and announcement == current):
+                missed[announcement.day.isoformat()] = announcement
+    expired = []
+    for day, status in recorded.items():
+        if status == "pending":
+            pending = calendar.announcement(date.fromisoformat(day))
+            if pending.at < horizon:
+                expired.append(day)
+            missed.setdefault(day, pending)
+    if expired:
+        log.warning("source=%s gives up the catch-up of %s: older than catch_up_days", name,
+                    ", ".join(sorted(expired)))
+        store.finish_catch_up(name, expired, now, status="expired")
+    wanted = sorted((a for key, a in missed.items()
+                     if a.at >= horizon and recorded.get(key) != "done"), key=lambda a: a.at)
+    if not wanted:
+        return
+    store.plan_catch_up(name, [a.day.isoformat() for a in wanted], now)
+    result.catch_up = days_label([a.day for a in wanted])
+    try:
+        for group in _consecutive(wanted, calendar):
+            result.caught_up += _backfill(store, fetcher, source_settings, group, calendar,
+                                          url=url, now=now, progress=progress)
+            store.finish_catch_up(name, [a.day.isoformat() for a in group], now)
+    except StoreError:
+        raise
+    except DigestError as exc:
+        result.catch_up_error = str(exc)
+    except Exception as exc:  # a bug met in the API's answer must not cost the run
+        result.catch_up_error = describe_unexpected(exc)
+        log.debug("source=%s catch-up failed unexpectedly", name, exc_info=True)
+    if result.catch_up_error:
+        log.warning("source=%s catch-up of %s failed: %s", name, result.catch_up,
+                    result.catch_up_error)
+
+
+def _consecutive(announcements: list[Announcement],
+                 calendar: Calendar) -> list[list[Announcement]]:
+    """Runs of announcements with none between them: each run is one query."""
+    groups: list[list[Announcement]] = []
+    for announcement in announcements:
+        if groups and calendar.next_announcement(groups[-1][-1].at) == announcement:
+            groups[-1].append(announcement)
+        else:
+            groups.append([announcement])
+    return groups
+
+
+def _backfill(store: Store, fetcher: Fetcher, source_settings: Any,
+              group: list[Announcement], calendar: Calendar, *, url: str, now: datetime,
+              progress: Progress) -> int:
+    """Fetch and store, page by page, the new papers of consecutive announcement days.
+
+    Returns how many were new to the store.
+    """
+    categories = source_settings.categories
+    start, end = calendar.submission_window(group[0], group[-1])
+    query = (f"({arxiv_rss.api_query(categories)}) AND "
+             f"submittedDate:[{start:%Y%m%d%H%M} TO {end:%Y%m%d%H%M}]")
+    wanted = set(source_settings.announce_types)
+    new = offset = 0
+    for page in range(1, CATCH_UP_MAX_PAGES + 1):
+        progress(f"catching up {'+'.join(categories)}: {days_label([a.day for a in group])}, "
+                 f"page {page} ({offset}-{offset + ARXIV_API_MAX_RESULTS - 1})")
+        fetched = fetcher.get(url, params={
+            "search_query": query, "start": offset, "max_results": ARXIV_API_MAX_RESULTS,
+            "sortBy": "submittedDate", "sortOrder": "ascending"}, source=source_settings.name)
+        papers, total = arxiv_api.parse(fetched.content, source=source_settings.name)
+        listed = [arxiv_rss.as_listed(p, categories) for p in papers]
+        kept = [p for p in listed if p.announce_type in wanted]
+        new += store.record_backfill_page(source_settings.name, kept,
+                                          day=group[-1].day.isoformat(), now=now)
+        offset += len(papers)
+        if len(papers) < ARXIV_API_MAX_RESULTS or (total is not None and offset >= total):
+            break
+    else:
+        log.warning("source=%s catch-up stopped after %d pages; the rest of %s is not "
+                    "backfilled", source_settings.name, CATCH_UP_MAX_PAGES,
+                    days_label([a.day for a in group]))
+    return new
+
+
+def run_notes(report: RunReport) -> tuple[str, ...]:
+    """What this run's sources tell the reader: a silent arXiv day, a catch-up."""
+    notes = []
+    for source in report.sources:
+        if source.note:
+            notes.append(f"{source.name}: {source.note}.")
+        if source.catch_up_error:
+            notes.append(f"{source.name} could not catch up the {source.catch_up} it missed "
+                         f"({source.catch_up_error}); it tries again next run.")
+        elif source.catch_up:
+            notes.append(f"{source.name} missed {source.catch_up}; {source.caught_up} new "
+                         "papers from those days were fetched through the arXiv API.")
+    return tuple(notes)
+
+
+def due_heartbeat(watchlist: WatchlistSettings, channel: str, store: Store, report: RunReport,
+                  *, since: datetime, now: datetime) -> str | None:
+    """What a channel hears from a watchlist that has nothing to send it: None when the
+    watchlist has no heartbeat, or the channel got a digest or heartbeat of it this
+    US-Eastern day already (a heartbeat is recorded like any digest)."""
+    if not watchlist.heartbeat:
+        return None
+    day_start = datetime.combine(eastern_date(now), time(0), tzinfo=EASTERN).astimezone(UTC)
+    last = store.latest_digest_at(channel, watchlist.name)
+    if last is not None and last >= day_start:
+        return None
+    read_since = since if last is None else max(since, last + timedelta(seconds=1))
+    return heartbeat_text(report, len(store.recent(read_since)))
+
+
+def heartbeat_text(report: RunReport, read: int) -> str:
+    """The one line a heartbeat says: why nothing was sent today."""
+    silent = [s.note for s in report.sources if s.note]
+    if silent and not read:
+        return silent[0]
+    return f"nothing matched today ({read} new paper{'s' if read != 1 else ''} read)"
+
+
+def describe_unexpected(exc: Exception) -> str:
+    """One line naming an exception nobody planned for: its type and its message."""
+    message = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 def _deliver(
@@ -186,6 +716,7 @@ def _deliver(
     outbox_dir: Path | None,
     report: RunReport,
     progress: Progress,
+    fetcher: Fetcher | None = None,
 ) -> None:
     factory = seams.channel_factory or default_channel(settings, seams)
     channels: dict[str, Channel] = {}
@@ -214,61 +745,156 @@ def _deliver(
                 store.mark_sent(open_digest.id, seams.now())
                 entry.status = "written"
                 return
-            channel(open_digest.channel).send(
+            progress(f"sending digest {open_digest.id} ({open_digest.watchlist} to "
+                     f"{open_digest.channel})")
+            refused = channel(open_digest.channel).send(
                 open_digest.payload, parts_sent=open_digest.parts_sent,
                 on_part_sent=lambda n: store.mark_part_sent(open_digest.id, n, seams.now()))
-        except DeliveryError as exc:
+        except StoreError:
+            raise  # the store is broken, not the channel: stop the run
+        except Exception as caught:  # a bug in one channel must not cost the others
+            exc = caught if isinstance(caught, DeliveryError) else DeliveryError(
+                describe_unexpected(caught), channel=open_digest.channel)
+            if exc is not caught:
+                log.debug("channel=%s failed unexpectedly", open_digest.channel, exc_info=True)
             entry.status = "failed_permanent" if exc.permanent else "failed_temporary"
             entry.error = str(exc)
-            store.mark_failed(open_digest.id, str(exc), permanent=exc.permanent, now=seams.now())
+            store.mark_failed(open_digest.id, str(exc), permanent=exc.permanent, now=seams.now(),
+                              fingerprint=fingerprints[open_digest.channel])
             if not exc.permanent:
                 broken[open_digest.channel] = f"not tried: {exc}"
             log.warning("channel=%s digest=%d failed: %s", open_digest.channel, open_digest.id,
                         exc)
             return
-        store.mark_sent(open_digest.id, seams.now())
+        store.mark_sent(open_digest.id, seams.now(), refused=refused)
         entry.status = "sent"
+        if refused:
+            entry.refused = tuple(sorted(refused))
+            entry.error = "refused by " + "; ".join(
+                f"{address} ({reason})" for address, (_, reason) in sorted(refused.items()))
         progress(f"sent {open_digest.watchlist} to {open_digest.channel} "
                  f"({entry.papers} papers)")
 
+    def resend_to_refused(open_digest: OpenDigest, recipients: list[str]) -> None:
+        entry = DeliveryReport(watchlist=open_digest.watchlist, channel=open_digest.channel,
+                               papers=len(open_digest.paper_keys), status="pending",
+                               digest_id=open_digest.id, resent=True)
+        report.deliveries.append(entry)
+        resend = getattr(channel(open_digest.channel), "send_to", None)
+        if open_digest.channel in broken or resend is None:
+            entry.status, entry.error = "failed_temporary", broken.get(
+                open_digest.channel, "this channel cannot resend to some recipients")
+            return
+        try:
+            outcome = resend(open_digest.payload, recipients)
+        except StoreError:
+            raise
+        except Exception as exc:  # one channel's bug must not cost the other channels
+            entry.status, entry.error = "failed_temporary", describe_unexpected(exc)
+            broken[open_digest.channel] = f"not tried: {entry.error}"
+            log.debug("channel=%s resend failed unexpectedly", open_digest.channel,
+                      exc_info=True)
+            return
+        store.mark_recipients(open_digest.id, outcome, seams.now())
+        failed = {r: why for r, (status, why) in outcome.items() if status.startswith("failed")}
+        entry.status = "sent" if not failed else "failed_temporary"
+        if failed:
+            entry.refused = tuple(sorted(failed))
+            entry.error = "refused by " + "; ".join(f"{r} ({why})"
+                                                    for r, why in sorted(failed.items()))
+        done = sorted(r for r, (status, _) in outcome.items() if status == "sent")
+        if done:
+            progress(f"sent digest {open_digest.id} again to {', '.join(done)}")
+
+    fingerprints = {name: settings_fingerprint(settings.channels[name])
+                    for name in channel_names}
     try:
+        # A digest that failed for good is tried again once its channel was corrected.
+        for digest_id in store.requeue_changed(fingerprints, seams.now()):
+            progress(f"digest {digest_id} failed for good under the channel's old settings; "
+                     "sending it again with the corrected ones")
         # Digests recorded by an earlier run and not yet accepted go first, unchanged.
         for open_digest in store.open_digests(channel_names):
+            _check_stop(seams)
             progress(f"resending digest {open_digest.id} ({open_digest.watchlist} to "
                      f"{open_digest.channel}), recorded earlier")
             send(open_digest, resent=True)
+        for open_digest, recipients in store.recipient_retries(channel_names):
+            progress(f"digest {open_digest.id} ({open_digest.watchlist} to "
+                     f"{open_digest.channel}): sending again to {', '.join(recipients)}")
+            resend_to_refused(open_digest, recipients)
+        _check_stop(seams)
         since = seams.now() - timedelta(days=settings.store.lookback_days)
-        matcher = build_matcher(selected, store, progress)
+        matcher = build_matcher(selected, store, progress, fetcher=fetcher,
+                                seed_url=arxiv_api.lookup_url(settings.sources), now=seams.now)
         # Every recent paper is scored once against every watchlist; each channel then
         # takes the matches it has not had or queued yet.
         recent = store.recent(since)
+        progress(f"scoring {len(recent)} papers against {len(selected)} watchlist"
+                 f"{'s' if len(selected) != 1 else ''}")
         scored = matcher.match_many(recent, now=seams.now())
-        notes = source_notes(settings, store)
+        notes = source_notes(settings, store) + run_notes(report)
         for watchlist_settings in selected:
             name = watchlist_settings.name
             summary = WatchlistReport(name=name, recent=len(recent), matched=len(scored[name]))
             report.watchlists.append(summary)
             for channel_name in watchlist_settings.channels:
                 open_keys = store.candidate_keys(channel_name, since)
-                matches = rank(m for m in scored[name] if m.paper.key in open_keys)
-                summary.unsent = max(summary.unsent, len(matches))
-                matches = matches[: watchlist_settings.max_papers]
+                ranked = rank(m for m in scored[name] if m.paper.key in open_keys)
+                summary.unsent = max(summary.unsent, len(ranked))
+                matched = len(ranked)
+                matches = ranked[: watchlist_settings.max_papers]
+                # A paper sent here once is not sent again for the channel's other
+                # watchlists, so it carries their reasons too.
+                others = [scored[other.name] for other in selected
+                          if other.name != name and channel_name in other.channels]
+                matches = with_shared_reasons(matches, others)
+                heartbeat = None
                 if not matches:
-                    continue
+                    heartbeat = due_heartbeat(watchlist_settings, channel_name, store, report,
+                                              since=since, now=seams.now())
+                    if heartbeat is None:
+                        continue
+                _check_stop(seams)
+                progress(f"composing {name} for {channel_name}")
+                more = more_page(settings, store, name, seams.now()) if matches else None
                 try:
                     composed = channel(channel_name).compose(Digest(
                         watchlist=name, channel=channel_name,
-                        matches=tuple(matches), created_at=seams.now(), notes=notes))
-                except DigestError as exc:
+                        matches=tuple(matches), created_at=seams.now(),
+                        # a heartbeat saying "no arXiv announcement" need not say it twice
+                        notes=tuple(n for n in notes if not heartbeat or heartbeat not in n),
+                        feedback=feedback_links(settings, name,
+                                                [m.paper.key for m in matches]),
+                        heartbeat=heartbeat, matched=matched,
+                        timezone=watchlist_settings.timezone or settings.schedule.timezone,
+                        more_url=more.url if more else None))
+                except Exception as exc:  # this digest waits for the next run; others go on
+                    problem = str(exc) if isinstance(exc, DigestError) else \
+                        describe_unexpected(exc)
+                    log.warning("channel=%s watchlist=%s cannot compose: %s", channel_name,
+                                name, problem)
+                    log.debug("compose failed", exc_info=True)
                     report.deliveries.append(DeliveryReport(
                         watchlist=name, channel=channel_name, papers=len(matches),
-                        status="failed_temporary", error=f"cannot compose: {exc}"))
+                        status="failed_temporary", error=f"cannot compose: {problem}"))
                     continue
-                digest_id = store.create_digest(composed.digest, composed.payload, seams.now())
+                if more is None:
+                    digest_id = store.create_digest(composed.digest, composed.payload,
+                                                    seams.now())
+                else:  # recorded under the id and at the moment its "N more" link names
+                    digest_id = store.create_digest(
+                        composed.digest, composed.payload, more.at, digest_id=more.digest_id,
+                        left_out=left_out(ranked, len(composed.digest.matches), others))
                 keys = tuple(m.paper.key for m in composed.digest.matches)
                 send(OpenDigest(id=digest_id, channel=channel_name, watchlist=name,
                                 status="pending", payload=composed.payload, parts_sent=0,
                                 attempts=0, paper_keys=keys), resent=False)
+                if heartbeat is not None:
+                    report.deliveries[-1].heartbeat = heartbeat  # the entry send() added
     finally:
-        for open_channel in channels.values():
-            open_channel.close()
+        for name, open_channel in channels.items():
+            try:
+                open_channel.close()
+            except Exception:  # closing is courtesy; what was sent is recorded already
+                log.debug("channel=%s did not close cleanly", name, exc_info=True)

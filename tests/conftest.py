@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import http.server
 import json
+import queue
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,3 +176,42 @@ def smtp_server() -> Iterator[tuple[SmtpInbox, int]]:
         yield inbox, port
     finally:
         controller.stop()
+
+
+# ------------------------------------------------------------------ a child's output
+
+
+class Lines:
+    """A child process's output, read line by line in the background, so that a test can
+    wait for a line with a deadline instead of blocking on a pipe."""
+
+    def __init__(self, stream: Any) -> None:
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_for(self, wanted: Callable[[str], bool], timeout: float) -> str | None:
+        """The first next line that is ``wanted``; None when the output ended first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._queue.get(timeout=max(deadline - time.monotonic(), 0.001))
+            except queue.Empty:
+                raise AssertionError(f"no such line within {timeout} s: {self.lines}") from None
+            if line is None:
+                return None
+            self.lines.append(line)
+            if wanted(line):
+                return line
+
+    def rest(self, timeout: float = 10) -> list[str]:
+        """Every line until the output ends."""
+        start = len(self.lines)
+        while (line := self._queue.get(timeout=timeout)) is not None:
+            self.lines.append(line)
+        return self.lines[start:]

@@ -449,7 +449,7 @@ def test_a_renamed_channel_with_previous_names_sends_nothing_again(tmp_path, smt
     captured = capsys.readouterr()
     assert len(inbox.messages) == 1  # nothing sent again
     assert "renamed channel mail to team-mail in the store" in captured.err
-    assert "0 digest(s) delivered" in captured.out
+    assert "0 digests delivered" in captured.out
 
 
 @pytest.mark.integration
@@ -509,3 +509,28 @@ def test_a_watchlist_may_not_take_a_current_watchlists_name():
                    'previous_names = ["w"]\n')
     assert ("watchlists[1].previous_names[0]", "'w' is the name of a configured watchlist; list "
             "only names no longer in use") in problems_of(text)
+
+
+# ------------------------------------------------------------------ the web key
+
+
+@pytest.mark.parametrize(("key", "expected"), [
+    pytest.param(None, "environment variable DIGEST_WEB_SECRET is not set", id="unset"),
+    pytest.param("short", "is 5 characters; use at least 32", id="too-short"),
+    pytest.param("k" * 40, None, id="long-enough"),
+])
+def test_check_verifies_the_key_that_signs_rating_links(tmp_path, capsys, monkeypatch, key,
+                                                        expected):
+    path = tmp_path / "digest.toml"
+    path.write_text(BASE.replace("version = 1\n", f'version = 1\n[store]\npath = '
+                                 f'"{tmp_path / "d.db"}"\n[web]\nbase_url = '
+                                 '"https://papers.example.org/digest"\n'))
+    monkeypatch.delenv("DIGEST_WEB_SECRET", raising=False)
+    if key is not None:
+        monkeypatch.setenv("DIGEST_WEB_SECRET", key)
+    code = main(["check", "--config", str(path)])
+    captured = capsys.readouterr()
+    if expected is None:
+        assert code == 0, captured.err
+    else:
+        assert code == 2 and "web.secret_env: " in captured.err and expected in captured.err

@@ -221,4 +221,4 @@ def test_requeue_names_an_unknown_channel(tmp_path, capsys):
     assert main(["requeue", "--config", str(config), "nope"]) == 2
     assert "no channel named 'nope' (known: m)" in capsys.readouterr().err
     assert main(["requeue", "--config", str(config), "m"]) == 0
-    assert "m: 0 digest(s) with 0 papers" in capsys.readouterr().out
+    assert "m: 0 digests with 0 papers" in capsys.readouterr().out

@@ -121,3 +121,14 @@ def test_a_missing_webhook_secret_is_reported():
     channel = SlackChannel(settings, http=HttpSettings())
     with pytest.raises(DeliveryError, match="HOOK is not set"):
         channel.send(channel.compose(digest(1)).payload)
+
+
+@pytest.mark.parametrize("status", [404, 400, 500])
+def test_an_error_answer_that_quotes_the_hook_never_shows_it(status):
+    def handler(request):
+        return httpx.Response(status, text=f"no hook at {request.url} (see docs)")
+
+    channel = channel_with(handler, max_retries=0)
+    with pytest.raises(DeliveryError) as caught:
+        channel.send(channel.compose(digest(1)).payload)
+    assert "sekrit" not in str(caught.value) and "$HOOK" in str(caught.value)

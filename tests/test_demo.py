@@ -50,5 +50,5 @@ def test_demo_writes_the_outbox_and_a_second_run_finds_nothing_new(tmp_path, mon
             assert message["blocks"][0]["type"] == "header"
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "0 new papers" in out and "0 digest(s) delivered" in out
+    assert "0 new papers" in out and "0 digests delivered" in out
     assert "efficient-llms: 8 of 30 recent papers matched, 0 not yet sent" in out

@@ -262,7 +262,7 @@ def test_slack_faults(tmp_path, capsys, http_server, monkeypatch, responses, see
         assert len(http_server.hits(HOOK)) == posts_before  # a gone hook is not retried
         # once the hook is replaced, requeue sends the same digest on the next run
         assert main(["requeue", "--config", str(config), "chat"]) == 0
-        assert "1 digest(s) with 5 papers will be sent again" in capsys.readouterr().out
+        assert "1 digest with 5 papers will be sent again" in capsys.readouterr().out
         got, out = run(config, capsys)
         assert got == 0 and "(recorded earlier, sent again)" in out
         assert len(delivered(tmp_path, "chat")) == 5
@@ -354,12 +354,12 @@ def test_status_shows_failing_sources_and_channels(tmp_path, capsys, http_server
     run(config, capsys)
     assert main(["status", "--config", str(config)]) == 1
     out = capsys.readouterr().out
-    assert "arxiv-cs: FAILING, 2 run(s) in a row since last success never: HTTP 500" in out
+    assert "arxiv-cs: FAILING, 2 runs in a row since last success never: HTTP 500" in out
     assert "local-copy: ok, last success" in out
-    assert "mail: 1 digest(s), 5 papers FAILED, retried next run" in out and "451" in out
+    assert "mail: 1 digest, 5 papers FAILED, retried next run" in out and "451" in out
     http_server.route(path, Route(body=GOOD))
     handler.mode = "ok"
     run(config, capsys)
     assert main(["status", "--config", str(config)]) == 0
     out = capsys.readouterr().out
-    assert "arxiv-cs: ok" in out and "mail: 1 digest(s), 5 papers sent" in out
+    assert "arxiv-cs: ok" in out and "mail: 1 digest, 5 papers sent" in out

@@ -16,8 +16,7 @@ from test_import import API_PATH, NOW, atom, events, make_env, ratings
 
 from digest.cli import main
 from digest.ratings_import import reference_from_argument
-from digest.sources.arxiv_api import lookup_url
-from digest.sources.arxiv_api import BASE_URL
+from digest.sources.arxiv_api import BASE_URL, lookup_url
 from digest.store import Store
 
 

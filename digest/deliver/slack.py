@@ -85,7 +85,9 @@ class SlackChannel:
                     # decoded must not make it count as unsent and be posted again.
                     if response.is_success:
                         return
-                    body = _answer_text(response)
+                    # A server may quote the request URL back, and the URL is the secret.
+                    body = _answer_text(response).replace(
+                        self.settings.webhook_url.reveal(), f"${self.settings.webhook_url_env}")
             except httpx.TimeoutException:
                 problem = f"timed out after {self.settings.timeout_seconds:g} s"
             except httpx.TransportError as exc:

@@ -7,7 +7,7 @@ http ids, ``scheme`` on primary_category) are read by the same code.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from lxml import etree
 
@@ -82,6 +82,20 @@ def _entry(entry: etree._Element, entry_id: str, source: str) -> Paper:
 
 
 LOOKUP_BATCH = 100  # ids per id_list call: short URLs, few calls
+
+
+def lookup_url(sources: Iterable[SourceSettings], *, local: bool = True) -> str:
+    """Where papers are looked up by id: the first arxiv_api source's URL, else arXiv's.
+
+    A local file cannot answer an id_list query: with ``local=False`` arXiv's own URL
+    stands in for it (a command the user asked for); otherwise it is returned as it is,
+    so that a run on sample data stays offline and skips the lookup.
+    """
+    for source in sources:
+        if source.kind == "arxiv_api":
+            url = source.url or BASE_URL
+            return BASE_URL if is_local(url) and not local else url
+    return BASE_URL
 
 
 def lookup(

@@ -1,16 +1,18 @@
 """arXiv listing feeds (rss.arxiv.org/rss/<cat>+<cat>), parsed with lxml.
 
 feedparser drops ``arxiv:announce_type`` and is far slower on a full day's listing, so
-this format is read directly. Listings are empty on weekends and holidays.
+this format is read directly. Listings are empty on weekends and holidays: the source
+reports an empty listing as it is, and the pipeline judges it against arXiv's calendar.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from lxml import etree
 
-from digest.config import SourceSettings
+from digest.config import SourceSettings, arxiv_archives
 from digest.errors import ParseError
 from digest.http import Fetcher
 from digest.models import Paper, paper_key, parse_arxiv_id
@@ -36,6 +38,21 @@ _DESCRIPTION = re.compile(
 
 def listing_url(categories: tuple[str, ...]) -> str:
     return BASE_URL + "+".join(categories)
+
+
+def api_query(categories: tuple[str, ...]) -> str:
+    """The arXiv API search_query for what this listing covers: a whole archive (cs, or
+    astro-ph) is every one of its subject classes."""
+    return " OR ".join(f"cat:{c}" if "." in c or c not in arxiv_archives() else f"cat:{c}.*"
+                       for c in categories)
+
+
+def as_listed(paper: Paper, categories: tuple[str, ...]) -> Paper:
+    """A paper the API found for this listing, typed as the listing would show it: new
+    when its primary category is one listed, cross when it is only cross-listed here."""
+    primary = paper.primary_category or ""
+    own = primary in categories or primary.split(".", 1)[0] in categories
+    return replace(paper, announce_type="new" if own else "cross")
 
 
 def parse(content: bytes, *, source: str = "arxiv_rss") -> list[Paper]:

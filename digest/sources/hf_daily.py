@@ -1,7 +1,8 @@
 """Hugging Face Daily Papers (GET /api/daily_papers?date=YYYY-MM-DD).
 
 ``paper.id`` is the arXiv id, so these papers merge with arXiv's. The day a paper belongs
-to is ``submittedOnDailyAt`` (``publishedAt`` is the arXiv date); upvotes are kept.
+to is ``submittedOnDailyAt`` (``publishedAt`` is the arXiv date); upvotes are kept, and so
+are the code repository (with its stars), the project page and the machine-written summary.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from digest.config import SourceSettings
 from digest.errors import ParseError
@@ -31,6 +33,21 @@ BASE_URL = "https://huggingface.co/api/daily_papers"
 WHAT = "Hugging Face daily papers"
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _MAX_COUNT = 2**63 - 1  # what SQLite can store
+SUMMARY_SOURCE = "Hugging Face AI"  # ai_summary is machine-written
+
+
+def _count(value: object) -> int | None:
+    """A non-negative count SQLite can hold; a string, a fraction or a bool is no count."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_COUNT:
+        return None
+    return value
+
+
+def _web_url(value: object) -> str | None:
+    """An http(s) address, or None: a javascript: or relative link never reaches a digest."""
+    url = clean_text(json_str(value))
+    parts = urlsplit(url)
+    return url if parts.scheme.lower() in ("http", "https") and parts.netloc else None
 
 
 def _day(entry: dict[str, Any]) -> str:
@@ -84,9 +101,9 @@ def _paper(entry: dict[str, Any], source: str) -> Paper | None:
     if not raw_id and not title:
         return None
     authors = json_names(paper.get("authors"))
-    upvotes = paper.get("upvotes")
-    if isinstance(upvotes, bool) or not isinstance(upvotes, int) or not 0 <= upvotes <= _MAX_COUNT:
-        upvotes = None  # a string, a fraction, or a count SQLite cannot hold
+    upvotes = _count(paper.get("upvotes"))
+    code_url = _web_url(paper.get("githubRepo"))
+    summary = clean_text(json_str(paper.get("ai_summary"))) or None
     published = parse_timestamp(json_str(paper.get("submittedOnDailyAt")))
     link = f"https://huggingface.co/papers/{raw_id}" if raw_id else ""
     return Paper(
@@ -99,6 +116,12 @@ def _paper(entry: dict[str, Any], source: str) -> Paper | None:
         published=published,
         upvotes=upvotes,
         source=source,
+        hf_url=link or None,
+        code_url=code_url,
+        code_stars=_count(paper.get("githubStars")) if code_url else None,
+        project_url=_web_url(paper.get("projectPage")),
+        summary=summary,
+        summary_source=SUMMARY_SOURCE if summary else None,
     )
 
 

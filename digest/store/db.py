@@ -6,11 +6,12 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,12 @@ from digest.errors import LockedError, StoreError
 from digest.models import Digest, Paper, normalise_doi, parse_arxiv_id
 from digest.sources.base import SourceState
 from digest.store.schema import migrate
+
+# The tables that file rows under a channel's or a watchlist's name: what Store.rename moves.
+RENAMED_TABLES: dict[str, tuple[str, ...]] = {
+    "channel": ("digests", "deliveries", "settled_papers"),
+    "watchlist": ("digests", "ratings", "rating_events", "ranking_models", "previews"),
+}
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,47 @@ class RatingOutcome:
     @property
     def changed(self) -> bool:
         return self.event_id is not None
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """A match a digest did not carry, with its rank in the whole ranking (the digest's
+    own papers come first) and why it matched, in the digest's words."""
+
+    paper_key: str
+    rank: int
+    score: float
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LeftOutPage:
+    """A recorded digest and the matches it left out; ``total`` counts those not kept too."""
+
+    digest_id: int
+    channel: str
+    watchlist: str
+    created_at: datetime
+    total: int
+    papers: tuple[LeftOut, ...]
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What one pruning removed: papers, digests, and payloads made placeholders."""
+
+    papers: int
+    digests: int
+    payloads: int
+
+
+# What the payload of a digest nothing will send again becomes once it is old enough.
+PRUNED_PAYLOAD = '{"pruned": true}'
+# Digests nothing will send again: dropped, or sent with no recipient left to retry or to
+# drop. Only these lose their payload or are pruned; open digests are kept whole.
+_DONE_WITH = """(dropped_at IS NOT NULL OR (status = 'sent' AND NOT EXISTS (
+    SELECT 1 FROM digest_recipients r WHERE r.digest_id = digests.id
+      AND r.status IN ('failed_temporary', 'failed_permanent'))))"""
 
 
 def _iso(moment: datetime) -> str:
@@ -88,8 +136,79 @@ class Store:
             db.execute("PRAGMA foreign_keys=ON")
             migrate(db)
         except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot open store {path}: {exc}") from exc
+            raise StoreError(f"cannot open store: {describe_store_error(path, exc)}") from exc
         return cls(db, path)
+
+    @property
+    def journal_path(self) -> Path | None:
+        """The delivery journal: an append-only copy of every delivery fact, kept apart
+        from the database so that a restored backup learns what was sent after it."""
+        return journal_path(self.path) if self.path else None
+
+    def _journal(self, entry: dict[str, Any]) -> None:
+        path = self.journal_path
+        if path is None:
+            return
+        line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n"
+        try:
+            with open(path, "a", encoding="utf-8") as journal:
+                journal.write(line)
+                journal.flush()
+                os.fsync(journal.fileno())
+        except OSError as exc:
+            raise StoreError(f"cannot append to the delivery journal: "
+                             f"{describe_store_error(path, exc)}") from exc
+
+    def health(self) -> list[str]:
+        """Problems that would make a run fail or lose facts, each with what to do."""
+        problems = []
+        try:
+            result = [row[0] for row in self.db.execute("PRAGMA quick_check")]
+        except sqlite3.Error as exc:
+            result = [str(exc)]
+        if result != ["ok"]:
+            problems.append(f"{self.path}: SQLite's quick_check failed ({'; '.join(result[:3])}"
+                            f"); restore the latest backup with 'paper-digest restore'")
+        if self.path is not None:
+            for candidate in (self.path, self.path.parent, journal_path(self.path),
+                              self.path.with_name(self.path.name + "-wal"),
+                              self.path.with_name(self.path.name + "-shm")):
+                if candidate.exists() and not os.access(candidate, os.W_OK):
+                    problems.append(f"{candidate} is not writable by this user; fix its owner "
+                                    "or permissions (a left-over -wal or -shm file may be "
+                                    "removed when no paper-digest process is running)")
+            free = shutil.disk_usage(self.path.parent).free
+            if free < LOW_DISK_BYTES:
+                problems.append(f"{self.path.parent}: only {free // 1024} KB free on the disk; "
+                                "free some space before the next run")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("UPDATE source_state SET source = source WHERE 0")
+            self.db.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            problems.append(f"cannot write the store: {describe_store_error(self.path, exc)}")
+        return problems
+
+    def backup(self, destination: Path) -> Path:
+        """A consistent copy of the store (SQLite's online backup), checked before use."""
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        partial = destination.with_name(destination.name + ".partial")
+        try:
+            target = sqlite3.connect(str(partial))
+            try:
+                self.db.conn.backup(target)
+                check = target.execute("PRAGMA quick_check").fetchone()[0]
+            finally:
+                target.close()
+            if check != "ok":
+                raise StoreError(f"the backup failed its check ({check}); the store itself "
+                                 "may be damaged")
+            os.replace(partial, destination)
+        except (sqlite3.Error, OSError) as exc:
+            partial.unlink(missing_ok=True)
+            raise StoreError(f"cannot back up the store to {destination}: "
+                             f"{describe_store_error(destination, exc)}") from exc
+        return destination
 
     def close(self) -> None:
         self.db.close()
@@ -115,24 +234,8 @@ class Store:
         if self.path is None:
             yield
             return
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        handle = open(lock_path, "a+")  # noqa: SIM115 - held for the whole run
-        try:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip() or "another process"
-                raise LockedError(
-                    f"another paper-digest run is using {self.path} (pid {holder}); "
-                    "it will deliver what is due, so this one stops here") from None
-            handle.seek(0)
-            handle.truncate()
-            handle.write(str(os.getpid()))
-            handle.flush()
+        with run_lock(self.path):
             yield
-        finally:
-            handle.close()
 
     # ------------------------------------------------------------------ papers
 
@@ -140,28 +243,9 @@ class Store:
         self, source: str, papers: Iterable[Paper], state: SourceState, now: datetime
     ) -> tuple[int, int]:
         """Store what a source listed; return (new papers, already known papers)."""
-        new = known = 0
         stamp = _iso(now)
         with self.writing(f"record papers from {source}"):
-            seen_keys: set[str] = set()
-            for paper in papers:
-                if paper.key in seen_keys:
-                    continue
-                seen_keys.add(paper.key)
-                if self._merge_paper(paper, stamp):
-                    new += 1
-                else:
-                    known += 1
-                self.db.execute(
-                    """INSERT INTO sightings (paper_key, source, announce_type, version,
-                                              first_seen, last_seen)
-                       VALUES (?, ?, ?, ?, ?, ?)
-                       ON CONFLICT (paper_key, source) DO UPDATE SET
-                           announce_type = excluded.announce_type,
-                           version = max(coalesce(version, 0), coalesce(excluded.version, 0)),
-                           last_seen = excluded.last_seen""",
-                    [paper.key, source, paper.announce_type, paper.version, stamp, stamp],
-                )
+            new, known = self._record_sightings(source, papers, stamp, listing=True)
             self.db.execute(
                 """INSERT INTO source_state (source, etag, last_modified, last_success,
                                              consecutive_failures)
@@ -195,9 +279,15 @@ class Store:
         row = self.db.execute("SELECT * FROM papers WHERE key = ?", [paper.key]).fetchone()
         values = _paper_row(paper)
         if row is None:
-            self.db.table("papers").insert({**values, "first_seen": first_seen or stamp,
-                                            "updated_at": stamp})
-            return True
+            # A paper pruned for age keeps its first sighting: listed again (a new version),
+            # it is neither new nor a candidate, as before it was pruned.
+            pruned = self.db.execute("SELECT first_seen FROM pruned_papers WHERE key = ?",
+                                     [paper.key]).fetchone()
+            seen = first_seen or stamp
+            self.db.table("papers").insert({**values, "updated_at": stamp,
+                                            "first_seen": min(pruned[0], seen) if pruned
+                                            else seen})
+            return pruned is None
         old = dict(zip([d[0] for d in self.db.execute("SELECT * FROM papers LIMIT 0")
                         .description], row, strict=True))
         merged = dict(old)
@@ -209,6 +299,16 @@ class Store:
                        "comment", "journal_ref"):
             if values[column] and (not old[column] or (newer and column != "announce_type")):
                 merged[column] = values[column]
+        # Links and counts change upstream (a repository appears, gains stars): the latest
+        # source that knows one wins. A summary moves together with who wrote it.
+        for column in ("hf_url", "code_url", "project_url"):
+            if values[column]:
+                merged[column] = values[column]
+        if values["summary"]:
+            merged["summary"] = values["summary"]
+            merged["summary_source"] = values["summary_source"]
+        if paper.code_stars is not None:
+            merged["code_stars"] = paper.code_stars
         merged["version"] = max(old["version"] or 0, paper.version or 0) or None
         categories = json.loads(old["categories"])
         categories += [c for c in paper.categories if c not in categories]
@@ -232,6 +332,108 @@ class Store:
                        consecutive_failures = consecutive_failures + 1""",
                 [source, error, stamp],
             )
+
+    def last_success(self, source: str) -> datetime | None:
+        """When the source was last read and stored without a failure; None if never."""
+        row = self.db.execute("SELECT last_success FROM source_state WHERE source = ?",
+                              [source]).fetchone()
+        return datetime.fromisoformat(row[0]) if row and row[0] else None
+
+    # ------------------------------------------------------------------ catch-up
+
+    def record_backfill(self, source: str, papers: Iterable[Paper],
+                        now: datetime) -> tuple[int, int]:
+        """Store papers a catch-up found for a source; return (new papers, already known).
+
+        Unlike record_batch, the source's own state (ETag, last success) is left alone:
+        its feed was not read.
+        """
+        stamp = _iso(now)
+        with self.writing(f"record the papers caught up for {source}"):
+            return self._record_sightings(source, papers, stamp, listing=False)
+
+    def _record_sightings(self, source: str, papers: Iterable[Paper], stamp: str, *,
+                          listing: bool) -> tuple[int, int]:
+        """Merge each paper once and note that ``source`` saw it; (new, already known).
+
+        A ``listing`` (the source's own feed) also updates what the source says of the
+        paper now (its announce type and version); a backfill only notes the sighting.
+        """
+        new = known = 0
+        seen: set[str] = set()
+        update = ("announce_type = excluded.announce_type, version = "
+                  "max(coalesce(version, 0), coalesce(excluded.version, 0)), " if listing else "")
+        for paper in papers:
+            if paper.key in seen:
+                continue
+            seen.add(paper.key)
+            if self._merge_paper(paper, stamp):
+                new += 1
+            else:
+                known += 1
+            self.db.execute(
+                f"""INSERT INTO sightings (paper_key, source, announce_type, version,
+                                           first_seen, last_seen)
+                    VALUES (?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (paper_key, source) DO UPDATE SET
+                        {update}last_seen = excluded.last_seen""",
+                [paper.key, source, paper.announce_type, paper.version, stamp, stamp])
+        return new, known
+
+    def catch_up_days(self, source: str) -> dict[str, str]:
+        """The announcement days (YYYY-MM-DD) a source's catch-up knows of: pending or done."""
+        return {day: status for day, status in self.db.execute(
+            "SELECT announced_on, status FROM catch_up WHERE source = ?", [source])}
+
+    def plan_catch_up(self, source: str, days: Iterable[str], now: datetime) -> None:
+        """Remember missed announcement days before fetching them, so that a run that stops
+        half-way leaves them pending for the next one."""
+        with self.writing(f"record the days {source} missed"):
+            for day in days:
+                self.db.execute(
+                    "INSERT OR IGNORE INTO catch_up (source, announced_on, status, updated_at) "
+                    "VALUES (?, ?, 'pending', ?)", [source, day, _iso(now)])
+
+    def record_backfill_page(self, source: str, papers: Iterable[Paper], *, day: str,
+                             now: datetime) -> int:
+        """Store one page of a catch-up and count it against the announcement day ``day``
+        (the last day the query covers: one query fetches several). Returns the new papers.
+        """
+        papers = list(papers)
+        new, _ = self.record_backfill(source, papers, now)
+        with self.writing(f"count the papers caught up for {source}"):
+            self.db.execute(
+                "UPDATE catch_up SET papers = papers + ?, new = new + ?, updated_at = ? "
+                "WHERE source = ? AND announced_on = ?",
+                [len(papers), new, _iso(now), source, day])
+        return new
+
+    def finish_catch_up(self, source: str, days: Iterable[str], now: datetime, *,
+                        status: str = "done") -> None:
+        """Every page of these days is stored: they are done. Or, with status "expired",
+        they fell out of catch_up_days while pending: they are given up."""
+        with self.writing(f"record the catch-up of {source}"):
+            for day in days:
+                self.db.execute(
+                    "UPDATE catch_up SET status = ?, updated_at = ? "
+                    "WHERE source = ? AND announced_on = ?", [status, _iso(now), source, day])
+
+    def catch_up_summary(self, source: str) -> dict[str, Any]:
+        """For status: days done and pending, papers found and new, when last done."""
+        row = self.db.execute(
+            """SELECT sum(status = 'done'), sum(status = 'pending'),
+                      max(CASE WHEN status = 'done' THEN updated_at END), sum(papers), sum(new)
+               FROM catch_up WHERE source = ?""", [source]).fetchone()
+        return {"done": row[0] or 0, "pending": row[1] or 0, "last": row[2],
+                "papers": row[3] or 0, "new": row[4] or 0}
+
+    def latest_digest_at(self, channel: str, watchlist: str) -> datetime | None:
+        """When this channel's latest digest (a heartbeat included) of this watchlist was
+        recorded; dropped ones do not count."""
+        row = self.db.execute(
+            "SELECT max(created_at) FROM digests WHERE channel = ? AND watchlist = ? "
+            "AND dropped_at IS NULL", [channel, watchlist]).fetchone()
+        return datetime.fromisoformat(row[0]) if row and row[0] else None
 
     def source_state(self, source: str) -> SourceState:
         row = self.db.execute(
@@ -277,6 +479,80 @@ class Store:
                              "ORDER BY first_seen, key", [_iso(since)])
         return [_paper_from_row(row) for row in rows]
 
+    def lacking_arxiv_facts(self, since: datetime, arxiv_sources: Iterable[str]) -> list[str]:
+        """arXiv ids of papers a source listed since ``since`` that no arXiv listing
+        described (no categories, or only other sources listed them, whose author lists
+        may be cut short), and that arXiv was never asked about. Oldest first. Papers
+        looked up on arXiv itself (seeds, imported likes) are complete already."""
+        names = list(arxiv_sources)
+        marks = ",".join("?" * len(names))
+        listed = (f"AND NOT EXISTS (SELECT 1 FROM sightings s WHERE s.paper_key = p.key "
+                  f"AND s.source IN ({marks}))") if names else ""
+        rows = self.db.execute(
+            f"""SELECT p.arxiv_id FROM papers p
+                WHERE p.first_seen >= ? AND p.arxiv_id IS NOT NULL
+                  AND p.key = 'arxiv:' || p.arxiv_id
+                  AND NOT EXISTS (SELECT 1 FROM arxiv_lookups l WHERE l.key = p.key)
+                  AND EXISTS (SELECT 1 FROM sightings s WHERE s.paper_key = p.key)
+                  AND (p.categories = '[]' OR 1 {listed})
+                ORDER BY p.first_seen, p.key""", [_iso(since), *names])
+        return [row[0] for row in rows]
+
+    def record_arxiv_facts(self, found: Iterable[Paper], *, asked: Iterable[str],
+                           now: datetime) -> int:
+        """Give the asked papers arXiv's categories (its own first, then any others known),
+        primary category and author list (when no shorter than the stored one), and note
+        every asked id, found or not, so it is not asked again. Returns papers changed."""
+        stamp = _iso(now)
+        keys = [f"arxiv:{arxiv_id}" for arxiv_id in asked]
+        by_key = {paper.key: paper for paper in found if paper.key in set(keys)}
+        changed = 0
+        with self.writing("record what arXiv says of listed papers"):
+            for key, paper in by_key.items():
+                row = self.db.execute("SELECT categories, authors, abstract FROM papers "
+                                      "WHERE key = ?", [key]).fetchone()
+                if row is None:
+                    continue
+                known = json.loads(row[0])
+                categories = list(paper.categories) + [c for c in known
+                                                       if c not in paper.categories]
+                authors = json.loads(row[1])
+                if len(paper.authors) >= len(authors):
+                    authors = list(paper.authors)
+                values = {"categories": json.dumps(categories),
+                          "authors": json.dumps(authors, ensure_ascii=False),
+                          "abstract": row[2] or paper.abstract}
+                if paper.primary_category:
+                    values["primary_category"] = paper.primary_category
+                self.db.execute(
+                    "UPDATE papers SET " + ", ".join(f"{c} = ?" for c in values)
+                    + ", updated_at = ? WHERE key = ?", [*values.values(), stamp, key])
+                changed += 1
+            self.db.conn.executemany(
+                "INSERT OR REPLACE INTO arxiv_lookups (key, found, asked_at) VALUES (?, ?, ?)",
+                [(key, int(key in by_key), stamp) for key in keys])
+        return changed
+
+    def last_preview(self, watchlist: str) -> tuple[str, list[str], int, datetime] | None:
+        """The latest preview of a watchlist: its definition, the papers it matched, over
+        how many days, and when."""
+        row = self.db.execute("SELECT definition, paper_keys, days, created_at FROM previews "
+                              "WHERE watchlist = ?", [watchlist]).fetchone()
+        if row is None:
+            return None
+        return row[0], json.loads(row[1]), int(row[2]), datetime.fromisoformat(row[3])
+
+    def record_preview(self, watchlist: str, *, definition: str, paper_keys: Iterable[str],
+                       days: int, now: datetime) -> None:
+        with self.writing(f"record the preview of {watchlist}"):
+            self.db.execute(
+                """INSERT INTO previews (watchlist, definition, paper_keys, days, created_at)
+                   VALUES (?, ?, ?, ?, ?)
+                   ON CONFLICT (watchlist) DO UPDATE SET definition = excluded.definition,
+                       paper_keys = excluded.paper_keys, days = excluded.days,
+                       created_at = excluded.created_at""",
+                [watchlist, definition, json.dumps(list(paper_keys)), days, _iso(now)])
+
     def candidate_keys(self, channel: str, since: datetime) -> set[str]:
         """Keys of the papers first seen since ``since`` this channel has not had or queued."""
         rows = self.db.execute(
@@ -287,22 +563,31 @@ class Store:
                  AND NOT EXISTS (SELECT 1 FROM digest_papers dp JOIN digests g
                                    ON g.id = dp.digest_id
                                  WHERE g.channel = ? AND dp.paper_key = p.key
-                                   AND g.status != 'sent')""",
-            [_iso(since), channel, channel],
+                                   AND g.status != 'sent' AND g.dropped_at IS NULL)
+                 AND NOT EXISTS (SELECT 1 FROM settled_papers s
+                                 WHERE s.channel = ? AND s.paper_key = p.key)""",
+            [_iso(since), channel, channel, channel],
         )
         return {row[0] for row in rows}
 
     # ------------------------------------------------------------------ digests
 
-    def create_digest(self, digest: Digest, payload: dict[str, Any], now: datetime) -> int:
-        """Record a composed digest as pending, before anything is sent."""
+    def create_digest(self, digest: Digest, payload: dict[str, Any], now: datetime, *,
+                      digest_id: int | None = None, left_out: Iterable[LeftOut] = ()) -> int:
+        """Record a composed digest as pending, before anything is sent.
+
+        ``digest_id`` is the id from ``next_digest_id`` that the payload's links already
+        name (taken since then: a StoreError); ``left_out`` the matches it did not carry.
+        """
         stamp = _iso(now)
+        left_out = list(left_out)
         with self.writing(f"record the digest for {digest.channel}"):
             cursor = self.db.execute(
-                """INSERT INTO digests (channel, watchlist, status, payload, created_at,
-                                        updated_at)
-                   VALUES (?, ?, 'pending', ?, ?, ?)""",
-                [digest.channel, digest.watchlist, json.dumps(payload), stamp, stamp],
+                """INSERT INTO digests (id, channel, watchlist, status, payload, created_at,
+                                        updated_at, left_out)
+                   VALUES (?, ?, ?, 'pending', ?, ?, ?, ?)""",
+                [digest_id, digest.channel, digest.watchlist, json.dumps(payload), stamp, stamp,
+                 digest.left_out if left_out else None],
             )
             digest_id = int(cursor.lastrowid or 0)
             for rank, match in enumerate(digest.matches, start=1):
@@ -311,23 +596,46 @@ class Store:
                     "VALUES (?, ?, ?, ?)",
                     [digest_id, match.paper.key, rank, match.score],
                 )
+            self.db.conn.executemany(
+                "INSERT INTO digest_overflow (digest_id, rank, paper_key, score, reasons) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(digest_id, paper.rank, paper.paper_key, paper.score,
+                  json.dumps(list(paper.reasons), ensure_ascii=False)) for paper in left_out])
         return digest_id
 
+    def next_digest_id(self) -> int:
+        """The id the next digest recorded gets, for links that must name it before it is
+        recorded. Only a run records digests, and it holds the run lock meanwhile."""
+        row = self.db.execute("SELECT coalesce(max(id), 0) + 1 FROM digests").fetchone()
+        return int(row[0])
+
+    def digest_left_out(self, digest_id: int) -> LeftOutPage | None:
+        """What a digest left out, ranked, for the web app's page; None for no such digest."""
+        row = self.db.execute("SELECT channel, watchlist, created_at, left_out FROM digests "
+                              "WHERE id = ?", [digest_id]).fetchone()
+        if row is None:
+            return None
+        papers = tuple(
+            LeftOut(paper_key=key, rank=rank, score=score, reasons=tuple(json.loads(reasons)))
+            for rank, key, score, reasons in self.db.execute(
+                "SELECT rank, paper_key, score, reasons FROM digest_overflow "
+                "WHERE digest_id = ? ORDER BY rank", [digest_id]))
+        return LeftOutPage(digest_id=digest_id, channel=row[0], watchlist=row[1],
+                           created_at=datetime.fromisoformat(row[2]), total=row[3] or 0,
+                           papers=papers)
+
     def open_digests(self, channels: Iterable[str] | None = None) -> list[OpenDigest]:
-        rows = list(self.db.query(
-            "SELECT * FROM digests WHERE status IN ('pending', 'failed_temporary') ORDER BY id"))
+        rows = self.db.execute(
+            "SELECT id, channel FROM digests WHERE status IN ('pending', 'failed_temporary') "
+            "AND dropped_at IS NULL ORDER BY id").fetchall()
         wanted = set(channels) if channels is not None else None
         out = []
-        for row in rows:
-            if wanted is not None and row["channel"] not in wanted:
+        for digest_id, channel in rows:
+            if wanted is not None and channel not in wanted:
                 continue
-            keys = tuple(r[0] for r in self.db.execute(
-                "SELECT paper_key FROM digest_papers WHERE digest_id = ? ORDER BY rank",
-                [row["id"]]))
-            out.append(OpenDigest(
-                id=row["id"], channel=row["channel"], watchlist=row["watchlist"],
-                status=row["status"], payload=json.loads(row["payload"]),
-                parts_sent=row["parts_sent"], attempts=row["attempts"], paper_keys=keys))
+            digest = self._open_digest(digest_id)
+            if digest is not None:
+                out.append(digest)
         return out
 
     def mark_part_sent(self, digest_id: int, parts_sent: int, now: datetime) -> None:
@@ -336,7 +644,10 @@ class Store:
             self.db.execute("UPDATE digests SET parts_sent = ?, updated_at = ? WHERE id = ?",
                             [parts_sent, _iso(now), digest_id])
 
-    def mark_sent(self, digest_id: int, now: datetime) -> None:
+    def mark_sent(self, digest_id: int, now: datetime,
+                  refused: Mapping[str, tuple[bool, str]] | None = None) -> None:
+        """The channel accepted the digest. ``refused`` names the recipients it did not
+        accept (address -> (permanent, reason)): each is kept to be retried or shown."""
         stamp = _iso(now)
         with self.writing(f"record digest {digest_id} as sent"):
             row = self.db.execute("SELECT channel FROM digests WHERE id = ?",
@@ -348,13 +659,141 @@ class Store:
                 """INSERT OR IGNORE INTO deliveries (channel, paper_key, digest_id, delivered_at)
                    SELECT ?, paper_key, digest_id, ? FROM digest_papers WHERE digest_id = ?""",
                 [row[0], stamp, digest_id])
+            for recipient, (permanent, reason) in (refused or {}).items():
+                self._record_recipient(digest_id, recipient, permanent, reason, stamp)
+            keys = [r[0] for r in self.db.execute(
+                "SELECT paper_key FROM digest_papers WHERE digest_id = ?", [digest_id])]
+        self._journal({"fact": "delivered", "channel": row[0], "digest": digest_id,
+                       "papers": keys, "at": stamp})
 
-    def mark_failed(self, digest_id: int, error: str, *, permanent: bool, now: datetime) -> None:
+    def _record_recipient(self, digest_id: int, recipient: str, permanent: bool, reason: str,
+                          stamp: str) -> None:
+        self.db.execute(
+            """INSERT INTO digest_recipients (digest_id, recipient, status, error, attempts,
+                                              updated_at)
+               VALUES (?, ?, ?, ?, 1, ?)
+               ON CONFLICT (digest_id, recipient) DO UPDATE SET status = excluded.status,
+                   error = excluded.error, attempts = attempts + 1,
+                   updated_at = excluded.updated_at""",
+            [digest_id, recipient, "failed_permanent" if permanent else "failed_temporary",
+             reason, stamp])
+
+    def recipient_retries(self, channels: Iterable[str]) -> list[tuple[OpenDigest, list[str]]]:
+        """Sent digests that some recipients refused for now: the digest and those recipients."""
+        wanted = set(channels)
+        out = []
+        rows = self.db.execute(
+            """SELECT r.digest_id, group_concat(r.recipient, char(10)) FROM digest_recipients r
+               JOIN digests g ON g.id = r.digest_id
+               WHERE r.status = 'failed_temporary' AND g.dropped_at IS NULL
+               GROUP BY r.digest_id ORDER BY r.digest_id""").fetchall()
+        for digest_id, recipients in rows:
+            digest = self._open_digest(digest_id)
+            if digest is not None and digest.channel in wanted:
+                out.append((digest, sorted(recipients.split("\n"))))
+        return out
+
+    def mark_recipients(self, digest_id: int, outcome: Mapping[str, tuple[str, str | None]],
+                        now: datetime) -> None:
+        """Record a retry to some recipients: address -> (status, error)."""
+        with self.writing(f"record the recipients of digest {digest_id}"):
+            for recipient, (status, error) in outcome.items():
+                self.db.execute(
+                    "UPDATE digest_recipients SET status = ?, error = ?, "
+                    "attempts = attempts + 1, updated_at = ? "
+                    "WHERE digest_id = ? AND recipient = ?",
+                    [status, error, _iso(now), digest_id, recipient])
+
+    def refused_recipients(self) -> list[dict[str, Any]]:
+        """Recipients that have not received a digest their channel accepted."""
+        return list(self.db.query(
+            """SELECT g.channel, r.digest_id, r.recipient, r.status, r.error, r.attempts,
+                      r.updated_at
+               FROM digest_recipients r JOIN digests g ON g.id = r.digest_id
+               WHERE r.status IN ('failed_temporary', 'failed_permanent')
+                 AND g.dropped_at IS NULL
+               ORDER BY g.channel, r.digest_id, r.recipient"""))
+
+    def mark_failed(self, digest_id: int, error: str, *, permanent: bool, now: datetime,
+                    fingerprint: str | None = None) -> None:
+        """The channel refused the digest. ``fingerprint`` names the channel settings it was
+        refused with: a digest that failed for good is tried again once they change."""
         status = "failed_permanent" if permanent else "failed_temporary"
         with self.writing(f"record the failure of digest {digest_id}"):
             self.db.execute(
                 "UPDATE digests SET status = ?, attempts = attempts + 1, last_error = ?,"
-                " updated_at = ? WHERE id = ?", [status, error, _iso(now), digest_id])
+                " updated_at = ?, channel_fingerprint = coalesce(?, channel_fingerprint) "
+                "WHERE id = ?", [status, error, _iso(now), fingerprint, digest_id])
+
+    def requeue_changed(self, fingerprints: Mapping[str, str], now: datetime) -> list[int]:
+        """Make pending again the digests that failed for good under settings since changed.
+
+        ``fingerprints`` maps each channel to its current settings' fingerprint.
+        """
+        requeued = []
+        with self.writing("requeue digests of corrected channels"):
+            rows = self.db.execute(
+                "SELECT id, channel, channel_fingerprint FROM digests "
+                "WHERE status = 'failed_permanent' AND dropped_at IS NULL").fetchall()
+            for digest_id, channel, fingerprint in rows:
+                current = fingerprints.get(channel)
+                if current is not None and fingerprint is not None and fingerprint != current:
+                    self.db.execute("UPDATE digests SET status = 'pending', updated_at = ? "
+                                    "WHERE id = ?", [_iso(now), digest_id])
+                    requeued.append(digest_id)
+        return requeued
+
+    def drop(self, digest_ids: Iterable[int], *, skip: bool, now: datetime) -> list[OpenDigest]:
+        """Give up on digests that are not delivered: their papers become due again, or with
+        ``skip`` are never sent to that channel. Returns the digests dropped."""
+        stamp = _iso(now)
+        dropped = []
+        with self.writing("drop digests"):
+            for digest_id in digest_ids:
+                digest = self._open_digest(digest_id)
+                if digest is None:
+                    continue
+                self.db.execute("UPDATE digests SET dropped_at = ?, updated_at = ? WHERE id = ?",
+                                [stamp, stamp, digest_id])
+                self.db.execute("UPDATE digest_recipients SET status = 'dropped', "
+                                "updated_at = ? WHERE digest_id = ? AND status != 'sent'",
+                                [stamp, digest_id])
+                if skip and digest.status != "sent":
+                    for key in digest.paper_keys:
+                        self.db.execute(
+                            "INSERT OR IGNORE INTO settled_papers (channel, paper_key, reason,"
+                            " settled_at) VALUES (?, ?, 'skipped', ?)",
+                            [digest.channel, key, stamp])
+                dropped.append(digest)
+        for digest in dropped:
+            if skip and digest.status != "sent":
+                self._journal({"fact": "skipped", "channel": digest.channel,
+                               "digest": digest.id, "papers": list(digest.paper_keys),
+                               "at": stamp})
+        return dropped
+
+    def stuck_digests(self, channel: str | None = None) -> list[OpenDigest]:
+        """Digests not delivered (waiting or failed), and sent ones with refused recipients."""
+        rows = self.db.execute(
+            """SELECT id FROM digests g WHERE dropped_at IS NULL AND (?1 IS NULL OR channel = ?1)
+                 AND (status != 'sent' OR EXISTS (
+                      SELECT 1 FROM digest_recipients r WHERE r.digest_id = g.id
+                        AND r.status IN ('failed_temporary', 'failed_permanent')))
+               ORDER BY id""", [channel]).fetchall()
+        return [d for d in (self._open_digest(row[0]) for row in rows) if d is not None]
+
+    def _open_digest(self, digest_id: int) -> OpenDigest | None:
+        rows = list(self.db.query("SELECT * FROM digests WHERE id = ?", [digest_id]))
+        if not rows:
+            return None
+        row = rows[0]
+        keys = tuple(r[0] for r in self.db.execute(
+            "SELECT paper_key FROM digest_papers WHERE digest_id = ? ORDER BY rank",
+            [digest_id]))
+        return OpenDigest(id=row["id"], channel=row["channel"], watchlist=row["watchlist"],
+                          status=row["status"], payload=json.loads(row["payload"]),
+                          parts_sent=row["parts_sent"], attempts=row["attempts"],
+                          paper_keys=keys)
 
     def source_health(self) -> list[dict[str, Any]]:
         """Each source's last success, last error and run of consecutive failures."""
@@ -365,12 +804,14 @@ class Store:
     def digest_counts(self) -> list[dict[str, Any]]:
         """Digests and papers per channel and status."""
         return list(self.db.query(
-            """SELECT g.channel, g.status, count(DISTINCT g.id) AS digests,
+            """SELECT g.channel, g.state AS status, count(DISTINCT g.id) AS digests,
                       count(dp.paper_key) AS papers, max(g.updated_at) AS last,
                       (SELECT last_error FROM digests x WHERE x.channel = g.channel
                          AND x.status = g.status ORDER BY x.id DESC LIMIT 1) AS last_error
-               FROM digests g LEFT JOIN digest_papers dp ON dp.digest_id = g.id
-               GROUP BY g.channel, g.status ORDER BY g.channel, g.status"""))
+               FROM (SELECT *, CASE WHEN dropped_at IS NULL THEN status ELSE 'dropped' END
+                               AS state FROM digests) g
+               LEFT JOIN digest_papers dp ON dp.digest_id = g.id
+               GROUP BY g.channel, g.state ORDER BY g.channel, g.state"""))
 
     def deliveries_of(self, key: str) -> list[tuple[str, str, str]]:
         """(channel, watchlist, when) for each channel this paper was delivered to."""
@@ -386,7 +827,8 @@ class Store:
         """
         with self.writing(f"requeue the digests of {channel}"):
             ids = [r[0] for r in self.db.execute(
-                "SELECT id FROM digests WHERE channel = ? AND status = 'failed_permanent'",
+                "SELECT id FROM digests WHERE channel = ? AND status = 'failed_permanent' "
+                "AND dropped_at IS NULL",
                 [channel])]
             papers = 0
             for digest_id in ids:
@@ -396,6 +838,36 @@ class Store:
                 self.db.execute("UPDATE digests SET status = 'pending', updated_at = ? "
                                 "WHERE id = ?", [_iso(now), digest_id])
         return len(ids), papers
+
+    def rename(self, kind: str, old: str, new: str, now: datetime) -> int:
+        """File under ``new`` what the store holds under a channel's or watchlist's old name.
+
+        ``kind`` is "channel" or "watchlist". Where both names hold the same fact (a paper
+        delivered under each, a reader's rating under each), the row of the new name is
+        kept. Moved digests get ``now`` as their updated_at, as any change to a digest does.
+        Returns the rows moved: 0 once done, so it is safe to call on every run.
+        """
+        if kind not in RENAMED_TABLES:
+            raise ValueError(f"cannot rename a {kind!r}; only {', '.join(RENAMED_TABLES)}")
+        moved = 0
+        with self.writing(f"rename {kind} {old} to {new}"):
+            present = set(self.db.table_names())
+            for table in RENAMED_TABLES[kind]:
+                if table not in present:
+                    continue
+                columns = {c.name for c in self.db.table(table).columns}
+                stamp = ", updated_at = ?" if "updated_at" in columns else ""
+                moved += self.db.execute(
+                    f"UPDATE OR IGNORE {table} SET {kind} = ?{stamp} WHERE {kind} = ?",
+                    [new, _iso(now), old] if stamp else [new, old]).rowcount
+                # Left behind are only rows the new name holds already.
+                self.db.execute(f"DELETE FROM {table} WHERE {kind} = ?", [old])
+        return moved
+
+    def delivery_counts(self) -> dict[str, int]:
+        """Papers recorded as delivered, by channel name."""
+        return {channel: count for channel, count in self.db.execute(
+            "SELECT channel, count(*) FROM deliveries GROUP BY channel")}
 
     # ------------------------------------------------------------------ ratings
 
@@ -476,11 +948,15 @@ class Store:
                 out.setdefault(name, {})[key] = 1 if total > 0 else -1
         return out
 
-    def ratings_fingerprints(self) -> dict[str, str]:
-        """A short digest of each watchlist's ratings: it changes whenever they do."""
+    def ratings_fingerprints(
+            self, ratings: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, str]:
+        """A short digest of each watchlist's ratings: it changes whenever they do.
+
+        ``ratings``, as ``ratings()`` returned them, spares reading them a second time.
+        """
         out = {}
-        for name, ratings in self.ratings().items():
-            text = "\n".join(f"{key}\t{value}" for key, value in sorted(ratings.items()))
+        for name, rated in (self.ratings() if ratings is None else ratings).items():
+            text = "\n".join(f"{key}\t{value}" for key, value in sorted(rated.items()))
             out[name] = hashlib.sha1(text.encode()).hexdigest()[:16]
         return out
 
@@ -513,9 +989,219 @@ class Store:
                 out[row["key"]] = _paper_from_row(row)
         return out
 
+    def keys_by_doi(self, dois: Iterable[str]) -> dict[str, str]:
+        """Keys of the stored papers that carry these DOIs, by normalised DOI.
+
+        A paper keyed by its arXiv id can carry its journal's DOI too; that DOI finds it.
+        """
+        wanted = {d for d in (normalise_doi(doi) for doi in dois) if d}
+        out: dict[str, str] = {}
+        if not wanted:
+            return out
+        for key, doi in self.db.execute("SELECT key, doi FROM papers WHERE doi IS NOT NULL "
+                                        "OR key LIKE 'doi:%' ORDER BY key"):
+            for candidate in (doi, key[4:] if key.startswith("doi:") else ""):
+                found = normalise_doi(candidate) if candidate else None
+                if found is not None and found in wanted:
+                    out.setdefault(found, key)
+        return out
+
     def delivered_keys(self, channel: str) -> set[str]:
         return {r[0] for r in self.db.execute(
             "SELECT paper_key FROM deliveries WHERE channel = ?", [channel])}
+
+    # ------------------------------------------------------------------ retention
+
+    def prune(self, now: datetime, *, keep_days: int, keep_payload_days: int,
+              keep: Iterable[str] = ()) -> Pruned:
+        """Forget what is older than the retention, keeping what stops a paper being resent.
+
+        With ``keep_days``, digests that are done with (sent with no recipient waiting, or
+        dropped) and untouched for that long go, their deliveries becoming settled papers;
+        then papers neither first seen nor changed for that long go, unless readers rated
+        them, an open digest holds them, or they are in ``keep`` (seeds). A pruned paper's
+        key and first sighting stay in pruned_papers. With ``keep_payload_days``, the
+        payload of a digest done with for that long becomes a placeholder. 0 keeps all.
+        """
+        papers = digests = payloads = 0
+        with self.writing("prune old papers and digests"):
+            if keep_days:
+                cutoff = _iso(now - timedelta(days=keep_days))
+                digests = self._prune_digests(cutoff)
+                papers = self._prune_papers(cutoff, keep)
+            if keep_payload_days:
+                payloads = self.db.execute(
+                    f"UPDATE digests SET payload = ? WHERE {_DONE_WITH} AND updated_at < ? "
+                    "AND payload != ?",
+                    [PRUNED_PAYLOAD, _iso(now - timedelta(days=keep_payload_days)),
+                     PRUNED_PAYLOAD]).rowcount
+        return Pruned(papers=papers, digests=digests, payloads=payloads)
+
+    def _prune_digests(self, cutoff: str) -> int:
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS prune_digests "
+                        "(id INTEGER PRIMARY KEY)")
+        self.db.execute("DELETE FROM temp.prune_digests")
+        self.db.execute(f"INSERT INTO temp.prune_digests SELECT id FROM digests "
+                        f"WHERE {_DONE_WITH} AND updated_at < ?", [cutoff])
+        chosen = "IN (SELECT id FROM temp.prune_digests)"
+        # What was delivered stays settled for its channel once its digest is gone.
+        self.db.execute(
+            "INSERT OR IGNORE INTO settled_papers (channel, paper_key, reason, settled_at) "
+            f"SELECT channel, paper_key, 'delivered', delivered_at FROM deliveries "
+            f"WHERE digest_id {chosen}")
+        for table in ("deliveries", "digest_recipients", "digest_papers", "digest_overflow"):
+            self.db.execute(f"DELETE FROM {table} WHERE digest_id {chosen}")
+        return int(self.db.execute(f"DELETE FROM digests WHERE id {chosen}").rowcount)
+
+    def _prune_papers(self, cutoff: str, keep: Iterable[str]) -> int:
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS prune_keep (key TEXT PRIMARY KEY)")
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS prune_papers "
+                        "(key TEXT PRIMARY KEY, first_seen TEXT NOT NULL)")
+        self.db.execute("DELETE FROM temp.prune_keep")
+        self.db.execute("DELETE FROM temp.prune_papers")
+        self.db.conn.executemany("INSERT OR IGNORE INTO temp.prune_keep (key) VALUES (?)",
+                                 [(key,) for key in keep])
+        self.db.execute(
+            """INSERT INTO temp.prune_papers (key, first_seen)
+               SELECT p.key, p.first_seen FROM papers p
+               WHERE p.first_seen < ?1 AND p.updated_at < ?1
+                 AND p.key NOT IN (SELECT paper_key FROM ratings)
+                 AND p.key NOT IN (SELECT key FROM temp.prune_keep)
+                 AND NOT EXISTS (SELECT 1 FROM digest_papers dp WHERE dp.paper_key = p.key)""",
+            [cutoff])
+        chosen = "IN (SELECT key FROM temp.prune_papers)"
+        self.db.execute("INSERT OR REPLACE INTO pruned_papers (key, first_seen) "
+                        "SELECT key, first_seen FROM temp.prune_papers")
+        self.db.execute(
+            "INSERT OR IGNORE INTO settled_papers (channel, paper_key, reason, settled_at) "
+            f"SELECT channel, paper_key, 'delivered', delivered_at FROM deliveries "
+            f"WHERE paper_key {chosen}")
+        for table in ("deliveries", "sightings"):
+            self.db.execute(f"DELETE FROM {table} WHERE paper_key {chosen}")
+        return int(self.db.execute(f"DELETE FROM papers WHERE key {chosen}").rowcount)
+
+    def vacuum(self) -> None:
+        """Rewrite the file without its free pages, then empty the write-ahead log into it."""
+        try:
+            self.db.execute("VACUUM")
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot compact the store: "
+                             f"{describe_store_error(self.path, exc)}") from exc
+
+    def size_on_disk(self) -> int:
+        """Bytes the store takes: its file and its write-ahead log."""
+        if self.path is None:
+            return 0
+        files = (self.path, self.path.with_name(self.path.name + "-wal"))
+        return sum(f.stat().st_size for f in files if f.exists())
+
+    def counts(self) -> dict[str, int]:
+        """Rows of what grows with use: papers, digests, deliveries, and papers pruned."""
+        tables = ("papers", "digests", "deliveries", "pruned_papers")
+        return {table: int(self.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+                for table in tables}
+
+
+@contextmanager
+def run_lock(store_path: Path) -> Iterator[None]:
+    """Hold the run lock of the store at ``store_path`` (a file beside it).
+
+    Another holder makes this raise LockedError naming its pid.
+    """
+    lock_path = store_path.with_name(store_path.name + ".lock")
+    handle = open(lock_path, "a+")  # noqa: SIM115 - held for the whole run
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise LockedError(
+                f"another paper-digest run is using {store_path} (pid {holder}); "
+                "it will deliver what is due, so this one stops here") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+LOW_DISK_BYTES = 20 * 1024 * 1024  # status turns red below this much free space
+
+
+def journal_path(store_path: Path) -> Path:
+    return store_path.with_name(store_path.name + ".journal")
+
+
+def restore(store_path: Path, backup_path: Path, now: datetime) -> tuple[Path | None, int]:
+    """Put a backup in place of the store, then replay the delivery journal into it.
+
+    The store it replaces (if any) is kept beside it, renamed. Papers the journal says were
+    delivered or skipped after the backup was taken become settled for their channel, so
+    the restored store sends none of them again. Returns (where the old store went, papers
+    settled).
+    """
+    try:
+        with closing(sqlite3.connect(f"file:{backup_path}?mode=ro", uri=True)) as probe:
+            check = probe.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.Error as exc:
+        raise StoreError(f"{backup_path} is not a usable backup: {exc}") from exc
+    if check != "ok":
+        raise StoreError(f"{backup_path} fails SQLite's quick_check ({check}); pick another "
+                         "backup")
+    kept: Path | None = None
+    stamp = now.strftime("%Y%m%dT%H%M%S")
+    try:
+        if store_path.exists():
+            kept = store_path.with_name(f"{store_path.name}.replaced-{stamp}")
+            os.replace(store_path, kept)
+        for suffix in ("-wal", "-shm"):
+            leftover = store_path.with_name(store_path.name + suffix)
+            if leftover.exists():
+                os.replace(leftover, leftover.with_name(f"{leftover.name}.replaced-{stamp}"))
+        shutil.copyfile(backup_path, store_path)
+    except OSError as exc:
+        raise StoreError(f"cannot put {backup_path} in place of {store_path}: "
+                         f"{describe_store_error(store_path, exc)}") from exc
+    settled = 0
+    with Store.open(store_path) as store:
+        entries = read_journal(journal_path(store_path))
+        with store.writing("replay the delivery journal"):
+            for entry in entries:
+                reason = "delivered" if entry["fact"] == "delivered" else "skipped"
+                for key in entry["papers"]:
+                    known = store.db.execute(
+                        "SELECT 1 FROM deliveries WHERE channel = ? AND paper_key = ?",
+                        [entry["channel"], key]).fetchone()
+                    if known:
+                        continue
+                    cursor = store.db.execute(
+                        "INSERT OR IGNORE INTO settled_papers (channel, paper_key, reason, "
+                        "settled_at) VALUES (?, ?, ?, ?)",
+                        [entry["channel"], key, reason, entry["at"]])
+                    settled += cursor.rowcount
+    return kept, settled
+
+
+def read_journal(path: Path) -> list[dict[str, Any]]:
+    """The journal's entries; a line cut short by a crash is passed over."""
+    if not path.exists():
+        return []
+    entries = []
+    with open(path, encoding="utf-8", errors="replace") as journal:
+        for line in journal:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if (isinstance(entry, dict) and entry.get("fact") in ("delivered", "skipped")
+                    and isinstance(entry.get("papers"), list)
+                    and isinstance(entry.get("channel"), str)):
+                entries.append(entry)
+    return entries
 
 
 def _paper_row(paper: Paper) -> dict[str, Any]:
@@ -535,6 +1221,12 @@ def _paper_row(paper: Paper) -> dict[str, Any]:
         "upvotes": paper.upvotes,
         "comment": paper.comment,
         "journal_ref": paper.journal_ref,
+        "hf_url": paper.hf_url,
+        "code_url": paper.code_url,
+        "code_stars": paper.code_stars,
+        "project_url": paper.project_url,
+        "summary": paper.summary,
+        "summary_source": paper.summary_source,
     }
 
 
@@ -555,4 +1247,10 @@ def _paper_from_row(row: dict[str, Any]) -> Paper:
         upvotes=row["upvotes"],
         comment=row["comment"],
         journal_ref=row["journal_ref"],
+        hf_url=row["hf_url"],
+        code_url=row["code_url"],
+        code_stars=row["code_stars"],
+        project_url=row["project_url"],
+        summary=row["summary"],
+        summary_source=row["summary_source"],
     )

@@ -116,6 +116,86 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (digest_id, recipient)
     );
     """,
+    # 3: digests a user dropped, the channel settings a digest failed with, and papers that
+    #    must never be sent to a channel though no digest here records them (delivered
+    #    before a restore, or skipped on purpose)
+    """
+    ALTER TABLE digests ADD COLUMN dropped_at TEXT;
+    ALTER TABLE digests ADD COLUMN channel_fingerprint TEXT;
+    CREATE TABLE settled_papers (
+        channel TEXT NOT NULL,
+        paper_key TEXT NOT NULL,
+        reason TEXT NOT NULL CHECK (reason IN ('delivered', 'skipped')),
+        settled_at TEXT NOT NULL,
+        PRIMARY KEY (channel, paper_key)
+    );
+    """,
+    # 4: arXiv announcement days an arxiv_rss source missed, and whether the catch-up through
+    #    the API has backfilled them (pending until every page of the day is stored; expired
+    #    when it fell out of catch_up_days before it could be)
+    """
+    CREATE TABLE catch_up (
+        source TEXT NOT NULL,
+        announced_on TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'done', 'expired')),
+        papers INTEGER NOT NULL DEFAULT 0,
+        new INTEGER NOT NULL DEFAULT 0,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (source, announced_on)
+    );
+    """,
+    # 5: papers pruned for age, by key: one listed again comes back with its first sighting,
+    #    so it is neither new nor a candidate, as if it had never left; and digests by age,
+    #    so that pruning finds the old ones without reading through their payloads
+    """
+    CREATE TABLE pruned_papers (
+        key TEXT PRIMARY KEY,
+        first_seen TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX digests_age ON digests(updated_at, status, dropped_at);
+    """,
+    # 6: what a digest links besides the abstract (Hugging Face page, code and its stars,
+    #    project page) and a one-line summary with who wrote it
+    """
+    ALTER TABLE papers ADD COLUMN hf_url TEXT;
+    ALTER TABLE papers ADD COLUMN code_url TEXT;
+    ALTER TABLE papers ADD COLUMN code_stars INTEGER;
+    ALTER TABLE papers ADD COLUMN project_url TEXT;
+    ALTER TABLE papers ADD COLUMN summary TEXT;
+    ALTER TABLE papers ADD COLUMN summary_source TEXT;
+    """,
+    # 7: papers arXiv was asked about for the categories and authors their source left out
+    #    (asked once, found or not), and each watchlist's latest preview, to tell the next
+    #    preview what it gained and lost
+    """
+    CREATE TABLE arxiv_lookups (
+        key TEXT PRIMARY KEY,
+        found INTEGER NOT NULL CHECK (found IN (0, 1)),
+        asked_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE previews (
+        watchlist TEXT PRIMARY KEY,
+        definition TEXT NOT NULL,
+        paper_keys TEXT NOT NULL DEFAULT '[]',
+        days INTEGER NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    """,
+    # 8: what a digest matched but left out (max_papers or the channel's size), ranked on
+    #    from where the digest stops, with why each matched, and how many were left out in
+    #    all: the web app's page behind the digest's "N more" link. Recorded only when the
+    #    web app is configured. No reference to papers: pruning a paper leaves a gap here.
+    """
+    CREATE TABLE digest_overflow (
+        digest_id INTEGER NOT NULL REFERENCES digests(id),
+        rank INTEGER NOT NULL,
+        paper_key TEXT NOT NULL,
+        score REAL NOT NULL,
+        reasons TEXT NOT NULL DEFAULT '[]',
+        PRIMARY KEY (digest_id, rank)
+    ) WITHOUT ROWID;
+    ALTER TABLE digests ADD COLUMN left_out INTEGER;
+    """,
 ]
 
 
