@@ -124,7 +124,7 @@ def build_matcher(
     progress: Progress = lambda line: None,
     *,
     fetcher: Fetcher | None = None,
-    seed_url: str = arxiv_api.BASE_URL,
+    seed_url: str | None = arxiv_api.BASE_URL,
     now: Callable[[], datetime] = _utc_now,
 ) -> Matcher:
     """Compile the watchlists; give 'similar_to' watchlists the store's papers and seeds.
@@ -223,12 +223,12 @@ def learned_models(
     return models, {w.name: ratings[w.name] for w in watchlists if w.name in ratings}
 
 
-def _record_seeds(similar: list[WatchlistSettings], store: Store, fetcher: Fetcher, url: str,
-                  now: Callable[[], datetime], progress: Progress) -> None:
+def _record_seeds(similar: list[WatchlistSettings], store: Store, fetcher: Fetcher,
+                  url: str | None, now: Callable[[], datetime], progress: Progress) -> None:
     """Look up the seed ids the store lacks; keep them as references, never as news."""
     ids = {_seed_id(seed) for w in similar for seed in w.similar_to}
     missing = sorted(i for i in ids if i and store.paper(f"arxiv:{i}") is None)
-    if not missing or is_local(url):  # a local file answers no id_list query
+    if not missing or not url or is_local(url):  # no lookup on this run, or none possible
         return
     progress(f"looking up {len(missing)} seed paper{'s' if len(missing) != 1 else ''} on arXiv")
     try:
@@ -248,6 +248,20 @@ def _reads_locally(url: str) -> bool:
     return is_local(url) or (urlsplit(url).hostname or "") in ("127.0.0.1", "localhost", "::1")
 
 
+def lookup_target(settings: Settings) -> str | None:
+    """Where to ask arXiv about papers by id, or None when the run must stay off the network.
+
+    It asks where the first arxiv_api source asks (a local file cannot answer: None), else
+    arXiv itself, unless every source reads a local file or a server on this machine:
+    runs on sample data or in a test never reach out to arXiv behind the user's back.
+    """
+    url = arxiv_api.lookup_url(settings.sources)
+    if is_local(url) or (url == arxiv_api.BASE_URL and all(
+            s.url and _reads_locally(s.url) for s in settings.sources if s.enabled)):
+        return None
+    return url
+
+
 def enrich_from_arxiv(settings: Settings, store: Store, fetcher: Fetcher, *, now: datetime,
                       progress: Progress = lambda line: None) -> int:
     """Give recent papers that a source listed without categories or with a partial author
@@ -259,9 +273,8 @@ def enrich_from_arxiv(settings: Settings, store: Store, fetcher: Fetcher, *, now
     source reads a local file or a server on this machine: runs on sample data stay
     offline. Returns how many papers it changed.
     """
-    url = arxiv_api.lookup_url(settings.sources)
-    if is_local(url) or (url == arxiv_api.BASE_URL and all(
-            s.url and _reads_locally(s.url) for s in settings.sources if s.enabled)):
+    url = lookup_target(settings)
+    if url is None:
         return 0
     since = now - timedelta(days=settings.store.lookback_days)
     ids = store.lacking_arxiv_facts(
@@ -569,9 +582,8 @@ def catch_up(
     is stored and sent once. Adds to ``result``; a failure is the catch-up's, not the feed's.
     """
     name = source_settings.name
-    url = arxiv_api.lookup_url(settings.sources)
-    if (not settings.arxiv.catch_up_days or not reads_arxiv_calendar(source_settings)
-            or is_local(url)):
+    url = lookup_target(settings)
+    if not settings.arxiv.catch_up_days or not reads_arxiv_calendar(source_settings) or not url:
         return
     horizon = now - timedelta(days=settings.arxiv.catch_up_days)
     recorded = store.catch_up_days(name)
@@ -819,14 +831,16 @@ def _deliver(
             progress(f"resending digest {open_digest.id} ({open_digest.watchlist} to "
                      f"{open_digest.channel}), recorded earlier")
             send(open_digest, resent=True)
-        for open_digest, recipients in store.recipient_retries(channel_names):
+        # An outbox run writes what it would send; it never writes to a real recipient.
+        retries = store.recipient_retries(channel_names) if outbox is None else []
+        for open_digest, recipients in retries:
             progress(f"digest {open_digest.id} ({open_digest.watchlist} to "
                      f"{open_digest.channel}): sending again to {', '.join(recipients)}")
             resend_to_refused(open_digest, recipients)
         _check_stop(seams)
         since = seams.now() - timedelta(days=settings.store.lookback_days)
         matcher = build_matcher(selected, store, progress, fetcher=fetcher,
-                                seed_url=arxiv_api.lookup_url(settings.sources), now=seams.now)
+                                seed_url=lookup_target(settings), now=seams.now)
         # Every recent paper is scored once against every watchlist; each channel then
         # takes the matches it has not had or queued yet.
         recent = store.recent(since)

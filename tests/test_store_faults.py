@@ -275,3 +275,25 @@ def test_restore_refuses_a_damaged_backup(tmp_path, capsys):
     code, out = run_cli(capsys, "restore", "--config", str(config), str(bad))
     assert code == 1 and "is not a usable backup" in out
     assert not (tmp_path / "digest.db").exists()
+
+
+def test_a_digest_pending_at_backup_time_and_sent_since_is_not_sent_again(tmp_path, capsys,
+                                                                          smtp):
+    inbox, port = smtp
+    store = tmp_path / "digest.db"
+    config = tmp_path / "digest.toml"
+    config.write_text(config_text(store, RSS, free_port()))  # nothing listens: it waits
+    assert run_cli(capsys, "run", "--once", "--config", str(config))[0] == 1
+    assert run_cli(capsys, "backup", "--config", str(config), "--to",
+                   str(tmp_path / "b.db"))[0] == 0
+    config.write_text(config_text(store, RSS, port))
+    assert run_cli(capsys, "run", "--once", "--config", str(config))[0] == 0
+    assert len(inbox.messages) == 1
+
+    code, out = run_cli(capsys, "restore", "--config", str(config), str(tmp_path / "b.db"))
+    assert code == 0, out
+    code, out = run_cli(capsys, "run", "--once", "--config", str(config))
+    assert code == 0 and "recorded earlier" not in out, out
+    assert len(inbox.messages) == 1
+    with Store.open(store) as restored:
+        assert restored.open_digests() == []

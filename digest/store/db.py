@@ -554,10 +554,15 @@ class Store:
                 [watchlist, definition, json.dumps(list(paper_keys)), days, _iso(now)])
 
     def candidate_keys(self, channel: str, since: datetime) -> set[str]:
-        """Keys of the papers first seen since ``since`` this channel has not had or queued."""
+        """Keys of the papers first seen since ``since`` this channel has not had or queued.
+
+        Only papers a source listed qualify: one looked up for a seed or an imported like
+        is a reference, not news, however recent its date.
+        """
         rows = self.db.execute(
             """SELECT p.key FROM papers p
                WHERE p.first_seen >= ?
+                 AND EXISTS (SELECT 1 FROM sightings s WHERE s.paper_key = p.key)
                  AND NOT EXISTS (SELECT 1 FROM deliveries d
                                  WHERE d.channel = ? AND d.paper_key = p.key)
                  AND NOT EXISTS (SELECT 1 FROM digest_papers dp JOIN digests g
@@ -1172,6 +1177,10 @@ def restore(store_path: Path, backup_path: Path, now: datetime) -> tuple[Path | 
         with store.writing("replay the delivery journal"):
             for entry in entries:
                 reason = "delivered" if entry["fact"] == "delivered" else "skipped"
+                marked = _settle_journaled_digest(store, entry) if reason == "delivered" else None
+                if marked is not None:
+                    settled += marked
+                    continue
                 for key in entry["papers"]:
                     known = store.db.execute(
                         "SELECT 1 FROM deliveries WHERE channel = ? AND paper_key = ?",
@@ -1184,6 +1193,33 @@ def restore(store_path: Path, backup_path: Path, now: datetime) -> tuple[Path | 
                         [entry["channel"], key, reason, entry["at"]])
                     settled += cursor.rowcount
     return kept, settled
+
+
+def _settle_journaled_digest(store: Store, entry: dict[str, Any]) -> int | None:
+    """A digest the backup holds as not yet sent, which the journal says went out: mark it
+    sent with its deliveries, so the restored store does not send it again.
+
+    Returns the deliveries it added, or None when the backup does not hold that digest.
+    """
+    digest_id = entry.get("digest")
+    if not isinstance(digest_id, int):
+        return None
+    row = store.db.execute("SELECT channel, status FROM digests WHERE id = ?",
+                           [digest_id]).fetchone()
+    if row is None or row[0] != entry["channel"]:
+        return None
+    keys = {r[0] for r in store.db.execute(
+        "SELECT paper_key FROM digest_papers WHERE digest_id = ?", [digest_id])}
+    if keys != set(entry["papers"]):
+        return None  # another digest under a reused id: settle the papers instead
+    if row[1] != "sent":
+        store.db.execute("UPDATE digests SET status = 'sent', last_error = NULL, "
+                         "updated_at = ? WHERE id = ?", [entry["at"], digest_id])
+    cursor = store.db.execute(
+        """INSERT OR IGNORE INTO deliveries (channel, paper_key, digest_id, delivered_at)
+           SELECT ?, paper_key, digest_id, ? FROM digest_papers WHERE digest_id = ?""",
+        [entry["channel"], entry["at"], digest_id])
+    return int(cursor.rowcount)
 
 
 def read_journal(path: Path) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
@@ -116,7 +116,8 @@ def create_app(settings: Settings, *, now: Callable[[], datetime] = lambda: date
     signer = LinkSigner(settings.web.secret.reveal())
     renderer = Renderer()
     store_path = settings.store.path
-    watchlists = {w.name for w in settings.watchlists}
+    # A link made before a rename names the old watchlist: it rates the renamed one.
+    current = {old: w.name for w in settings.watchlists for old in (w.name, *w.previous_names)}
 
     def page(request: Request, template: str, *, status: int = 200, **context: Any
              ) -> Response:
@@ -136,10 +137,11 @@ def create_app(settings: Settings, *, now: Callable[[], datetime] = lambda: date
             raise PageError(403, "This link is not valid",
                             "It was changed on the way, or was not made by this digest. "
                             "Nothing was recorded.")
-        if link.watchlist not in watchlists:
+        if link.watchlist not in current:
             raise PageError(410, "This watchlist is gone",
                             f"The watchlist {link.watchlist} is no longer configured, so its "
                             "ratings are not kept. Nothing was recorded.")
+        link = replace(link, watchlist=current[link.watchlist])
         paper = store.paper(link.paper_key)
         if paper is None:
             raise PageError(404, "Paper not found",
