@@ -202,7 +202,7 @@ def learned_models(
         stale.append(name)
     if stale:
         progress(f"learning from ratings: training {plural(len(stale), 'watchlist model')}")
-        fresh = {p.key for p in store.recent(now - BACKGROUND_UNSEEN)}
+        fresh = store.recent_keys(now - BACKGROUND_UNSEEN)
         background = sorted((p for p in store.recent(now - timedelta(days=BACKGROUND_DAYS))
                              if p.key not in fresh),
                             key=lambda p: hashlib.sha1(p.key.encode()).hexdigest())
@@ -702,7 +702,7 @@ def due_heartbeat(watchlist: WatchlistSettings, channel: str, store: Store, repo
     if last is not None and last >= day_start:
         return None
     read_since = since if last is None else max(since, last + timedelta(seconds=1))
-    return heartbeat_text(report, len(store.recent(read_since)))
+    return heartbeat_text(report, len(store.recent_keys(read_since)))
 
 
 def heartbeat_text(report: RunReport, read: int) -> str:

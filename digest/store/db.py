@@ -479,6 +479,11 @@ class Store:
                              "ORDER BY first_seen, key", [_iso(since)])
         return [_paper_from_row(row) for row in rows]
 
+    def recent_keys(self, since: datetime) -> set[str]:
+        """Keys of the papers first seen since ``since``, without reading the papers."""
+        return {row[0] for row in self.db.execute(
+            "SELECT key FROM papers WHERE first_seen >= ?", [_iso(since)])}
+
     def lacking_arxiv_facts(self, since: datetime, arxiv_sources: Iterable[str]) -> list[str]:
         """arXiv ids of papers a source listed since ``since`` that no arXiv listing
         described (no categories, or only other sources listed them, whose author lists
