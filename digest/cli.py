@@ -331,8 +331,8 @@ def _context_value(raw: str) -> Any:
 
 
 def _redact_secrets_in_logs(settings: Settings) -> None:
-    secrets = [value.reveal() for channel in settings.channels.values()
-               for value in channel.secret_envs().values() if value and value.reveal()]
+    secrets = [value.reveal() for entry in (*settings.channels.values(), *settings.sources)
+               for value in entry.secret_envs().values() if value and value.reveal()]
     if settings.web.secret and settings.web.secret.reveal():
         secrets.append(settings.web.secret.reveal())
     for handler in logging.getLogger().handlers:

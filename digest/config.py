@@ -10,12 +10,10 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from email.errors import HeaderParseError
-from email.headerregistry import AddressHeader, HeaderRegistry
 from importlib import resources
 from pathlib import Path
-from typing import Any, cast
-from urllib.parse import SplitResult, urlsplit
+from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.cron import CronTrigger
@@ -23,6 +21,20 @@ from apscheduler.triggers.cron import CronTrigger
 from digest import __version__
 from digest.calendar import parse_holidays
 from digest.errors import ConfigError
+from digest.options import (
+    MISSING,
+    KindOptions,
+    OptionReader,
+    Secret,
+    entry_name,
+    env_name,
+    in_range,
+    join_path,
+    one_of,
+    source_url,
+    type_name,
+    url_problem,
+)
 from digest.terms import (
     Query,
     Term,
@@ -34,10 +46,6 @@ from digest.terms import (
 )
 
 CONFIG_VERSION = 1
-SOURCE_KINDS = ("arxiv_rss", "arxiv_api", "hf_daily", "feed")
-CHANNEL_KINDS = ("email", "slack")
-ANNOUNCE_TYPES = ("new", "cross", "replace", "replace-cross")
-ARXIV_API_MAX_RESULTS = 2000  # arXiv's documented ceiling for one call
 # Every key a config file may hold, by table; the docs test checks each is documented.
 TOP_KEYS = ("version", "store", "http", "schedule", "web", "sources", "watchlists",
             "channels", "arxiv")
@@ -54,36 +62,13 @@ WATCHLIST_KEYS = ("name", "channels", "keywords", "query", "exclude", "authors",
                   "recency_half_life_days", "similar_to", "similarity_weight",
                   "min_similarity", "min_score", "max_papers", "schedule", "timezone",
                   "feedback_weight", "previous_names", "heartbeat")
+# What every source and every channel may hold, whatever its kind; the rest is the kind's.
+SOURCE_KEYS = ("name", "kind", "enabled", "url", "headers", "secret_headers")
+CHANNEL_KEYS = ("kind", "timeout_seconds", "previous_names")
 _CATEGORY = re.compile(r"^[a-z\-]+(\.[A-Za-z\-]+)?$")
-# What may sit in a URL an HTTP client sends: no spaces, no control characters.
-_URL_JUNK = re.compile(r"[\s\x00-\x1f\x7f]")
-_HEADERS = HeaderRegistry()
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-
-
-class Secret:
-    """A value read from the environment; never shown in reprs, logs or errors."""
-
-    __slots__ = ("_value", "env")
-
-    def __init__(self, value: str, env: str) -> None:
-        self._value = value
-        self.env = env
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return f"Secret(${self.env}=***)"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
+# A header name as HTTP allows it (a token), and a value without line breaks.
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_HEADER_VALUE = re.compile(r"^[^\r\n\x00]*$")
 
 
 @dataclass(frozen=True)
@@ -141,17 +126,31 @@ class WebSettings:
 
 @dataclass(frozen=True)
 class SourceSettings:
+    """One [[sources]] entry: what every kind shares, and the kind's own options."""
+
     name: str
     kind: str
+    options: Any = field(default_factory=KindOptions)  # the kind's Options dataclass
     url: str | None = None
-    categories: tuple[str, ...] = ()
-    announce_types: tuple[str, ...] = ("new", "cross")
-    query: str | None = None
-    max_results: int = 200
-    page_size: int = 100
-    sort_by: str = "submittedDate"
-    date: str = "latest"
     enabled: bool = True
+    headers: Mapping[str, str] = field(default_factory=dict)
+    # header name -> its value from the environment (an API key, a token)
+    secret_headers: Mapping[str, Secret | None] = field(default_factory=dict)
+    secret_header_envs: Mapping[str, str] = field(default_factory=dict)
+
+    def secret_envs(self) -> dict[str, Secret | None]:
+        needed = {env: self.secret_headers.get(header)
+                  for header, env in self.secret_header_envs.items()}
+        return {**needed, **self.options.secrets()}
+
+    def request_headers(self) -> dict[str, str]:
+        """The headers this source sends with each request, secrets revealed."""
+        revealed = {header: secret.reveal() for header, secret in self.secret_headers.items()
+                    if secret is not None}
+        return {**self.headers, **revealed}
+
+    def secret_values(self) -> list[Secret]:
+        return [value for value in self.secret_envs().values() if value is not None]
 
 
 @dataclass(frozen=True)
@@ -199,41 +198,17 @@ class WatchlistSettings:
 
 @dataclass(frozen=True)
 class ChannelSettings:
+    """One [channels.NAME] table: what every kind shares, and the kind's own options."""
+
     name: str
     kind: str
-    # email
-    smtp_host: str = "localhost"
-    smtp_port: int = 587
-    security: str = "starttls"
-    ca_file: Path | None = None  # a private CA to trust, for an internal relay
-    username_env: str | None = None
-    password_env: str | None = None
-    sender: str = ""
-    to: tuple[str, ...] = ()
-    # {papers} is "1 new paper" / "8 new papers"; {date} is "Tue 24 Nov" in the
-    # watchlist's timezone; {count} and {iso_date} ("2026-11-24") are there too.
-    subject: str = "{watchlist}: {papers}, {date}"
-    unsubscribe: str | None = None
+    options: Any = field(default_factory=KindOptions)  # the kind's Options dataclass
     timeout_seconds: float = 30.0
-    # slack
-    webhook_url_env: str | None = None
-    # resolved from the environment; None when the variable is not set
-    username: Secret | None = None
-    password: Secret | None = None
-    webhook_url: Secret | None = None
     previous_names: tuple[str, ...] = ()  # what the store may still call this channel
 
     def secret_envs(self) -> dict[str, Secret | None]:
         """Each environment variable this channel needs, with its value if set."""
-        needed: dict[str, Secret | None] = {}
-        if self.kind == "email":
-            if self.username_env:
-                needed[self.username_env] = self.username
-            if self.password_env:
-                needed[self.password_env] = self.password
-        elif self.kind == "slack" and self.webhook_url_env:
-            needed[self.webhook_url_env] = self.webhook_url
-        return needed
+        return dict(self.options.secrets())
 
 
 @dataclass(frozen=True)
@@ -262,17 +237,17 @@ class Settings:
 
     def missing_secrets(self) -> list[tuple[str, str]]:
         problems = []
-        for channel in self.channels.values():
-            for env, value in channel.secret_envs().items():
+        entries: list[tuple[str, Any]] = [
+            *((f"channels.{c.name}", c) for c in self.channels.values()),
+            *((f"sources[{i}]", s) for i, s in enumerate(self.sources) if s.enabled)]
+        for where, entry in entries:
+            needed = entry.secret_envs()
+            for env, value in needed.items():
                 if value is None or not value.reveal():
-                    problems.append(
-                        (f"channels.{channel.name}", f"environment variable {env} is not set")
-                    )
-            hook = channel.webhook_url.reveal() if channel.webhook_url else ""
-            # The reason is not shown: it could quote a piece of the secret.
-            if hook and _url_problem(hook, local=False):
-                problems.append((f"channels.{channel.name}", f"${channel.webhook_url_env} is "
-                                 "not a valid webhook URL (https://host/path, port 1-65535)"))
+                    problems.append((where, f"environment variable {env} is not set"))
+            if all(value is not None and value.reveal() for value in needed.values()):
+                # The reason never quotes the value: it could hold a piece of the secret.
+                problems += [(where, reason) for reason in entry.options.secret_problems()]
         if self.web.enabled:
             key = self.web.secret.reveal() if self.web.secret else ""
             if not key:
@@ -288,118 +263,6 @@ class Settings:
 
 
 # --------------------------------------------------------------------------- reading
-
-_MISSING = object()
-
-
-class _Reader:
-    """Collects problems while reading typed values out of parsed TOML tables."""
-
-    def __init__(self) -> None:
-        self.problems: list[tuple[str, str]] = []
-
-    def problem(self, path: str, reason: str) -> None:
-        self.problems.append((path, reason))
-
-    def table(self, value: Any, path: str) -> dict[str, Any]:
-        if value is _MISSING:
-            return {}
-        if not isinstance(value, dict):
-            self.problem(path, f"must be a table, got {_type_name(value)}")
-            return {}
-        return value
-
-    def known_keys(self, table: Mapping[str, Any], allowed: tuple[str, ...], path: str) -> None:
-        for key in table:
-            if key not in allowed:
-                close = difflib.get_close_matches(key, allowed, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                self.problem(_join(path, key), f"unknown key{hint}")
-
-    def value(
-        self,
-        table: Mapping[str, Any],
-        key: str,
-        path: str,
-        kind: type | tuple[type, ...],
-        default: Any = _MISSING,
-        check: Callable[[Any], str | None] | None = None,
-    ) -> Any:
-        where = _join(path, key)
-        raw = table.get(key, _MISSING)
-        if raw is _MISSING:
-            if default is _MISSING:
-                self.problem(where, "is required")
-                return None
-            return default
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if float in kinds and isinstance(raw, int) and not isinstance(raw, bool):
-            raw = float(raw)
-        if not isinstance(raw, kinds) or (isinstance(raw, bool) and bool not in kinds):
-            expected = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
-            self.problem(where, f"must be {expected}, got {_type_name(raw)}")
-            return default if default is not _MISSING else None
-        if check is not None:
-            reason = check(raw)
-            if reason:
-                self.problem(where, reason)
-                return default if default is not _MISSING else None
-        return raw
-
-    def strings(
-        self,
-        table: Mapping[str, Any],
-        key: str,
-        path: str,
-        default: tuple[str, ...] = (),
-        check: Callable[[str], str | None] | None = None,
-        empty: str = "empty string",
-    ) -> tuple[str, ...]:
-        raw = self.value(table, key, path, list, default=list(default))
-        out = []
-        for i, item in enumerate(raw or []):
-            where = f"{_join(path, key)}[{i}]"
-            if not isinstance(item, str):
-                self.problem(where, f"must be a string, got {_type_name(item)}")
-                continue
-            if not item.strip():
-                self.problem(where, empty)
-                continue
-            if check is not None and (reason := check(item)):
-                self.problem(where, reason)
-                continue
-            out.append(item.strip())
-        return tuple(out)
-
-
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-               list: "a list", dict: "a table"}
-
-
-def _type_name(value: Any) -> str:
-    return {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
-            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _in_range(low: float, high: float | None = None) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        if value < low or (high is not None and value > high):
-            return f"must be {low:g}-{high:g}" if high is not None else f"must be >= {low:g}"
-        return None
-
-    return check
-
-
-def _one_of(options: tuple[str, ...]) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        return None if value in options else f"must be one of {', '.join(options)}"
-
-    return check
-
 
 def _timezone(value: str) -> str | None:
     try:
@@ -443,7 +306,7 @@ def _category(value: str) -> str | None:
     return _category_problem(value, arxiv_categories())
 
 
-def _listing_category(value: str) -> str | None:
+def listing_category(value: str) -> str | None:
     """What an arxiv_rss source may ask for: a category, or a whole archive such as 'cs'."""
     return _category_problem(value, arxiv_categories() | arxiv_archives())
 
@@ -464,93 +327,7 @@ def _category_problem(value: str, known: frozenset[str]) -> str | None:
     return f"unknown arXiv category '{value}'{hint}"
 
 
-def _is_local(location: str, scheme: str) -> bool:
-    # The rule of digest.http.is_local (a path, a file: URL, a Windows drive letter), which
-    # this layer cannot import; tests/test_check.py holds the two together.
-    return scheme in ("", "file") or (len(scheme) == 1 and location[1:2] == ":")
-
-
-def _url_problem(value: str, *, local: bool) -> str | None:
-    """Why a URL cannot be fetched as written, or None. ``local`` admits paths and file:."""
-    if not value.strip():
-        return "empty url"
-    try:
-        parts = urlsplit(value)
-    except ValueError as exc:
-        return f"not a valid URL ({exc})"
-    scheme = parts.scheme.lower()
-    if local and _is_local(value, scheme):
-        return None
-    if scheme not in ("http", "https"):
-        allowed = "http://, https://, file: or a local path" if local else "http:// or https://"
-        return f"unsupported URL scheme '{scheme}:' (use {allowed})"
-    if _URL_JUNK.search(value):
-        return "not a valid URL (it holds a space or a control character)"
-    if not parts.hostname:
-        return "not a valid URL (no host name)"
-    return _port_problem(parts)
-
-
-def _port_problem(parts: SplitResult) -> str | None:
-    try:
-        port = parts.port
-    except ValueError:
-        written = parts.netloc.rpartition(":")[2]
-        if not written.isdigit():
-            return f"not a valid URL (port '{written}' is not a number)"
-        port = int(written)
-    if port is not None and not 1 <= port <= 65535:
-        return f"port {port} is out of range (must be 1-65535)"
-    return None
-
-
-def _source_url(value: str) -> str | None:
-    return _url_problem(value, local=True)
-
-
-def _unsubscribe(value: str) -> str | None:
-    """List-Unsubscribe holds a URL: mailto:, or an http(s) address readers can open."""
-    if value.lower().startswith("mailto:"):
-        return None if _address(value[7:].split("?", 1)[0]) is None else (
-            "the mailto: address is not an email address like list-admin@example.org")
-    if not value.lower().startswith(("http://", "https://")):
-        return "must be a mailto: or https:// URL, like mailto:list-admin@example.org"
-    return _url_problem(value, local=False)
-
-
-def _address(value: str) -> str | None:
-    """One mailbox, strictly parsed: a local part and a domain, optionally a display name."""
-    try:
-        parsed = _HEADERS("to", value)
-        header = cast(AddressHeader, parsed)  # the registry makes "to" an address header
-        addresses, groups, defects = header.addresses, header.groups, parsed.defects
-    except (HeaderParseError, IndexError, ValueError, TypeError):  # the parser's own slips
-        return f"'{value}' is not an email address like name@example.org"
-    if len(addresses) > 1:
-        return f"'{value}' holds {len(addresses)} addresses; write one address per entry"
-    if (defects or not addresses or not addresses[0].username or not addresses[0].domain
-            or any(group.display_name for group in groups)):
-        return f"'{value}' is not an email address like name@example.org"
-    return None
-
-
-def _env_name(value: str) -> str | None:
-    return None if _ENV_NAME.match(value) else "must be an environment variable name"
-
-
-def _name(value: str) -> str | None:
-    if _NAME.match(value):
-        return None
-    return "must be letters, digits, '-', '_' or '.', starting with a letter or digit"
-
-
-def _date(value: str) -> str | None:
-    if value == "latest" or re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-        return None
-    return "must be 'latest' or a date YYYY-MM-DD"
-
-
-def _read_arxiv(reader: _Reader, raw: Any) -> ArxivSettings:
+def _read_arxiv(reader: OptionReader, raw: Any) -> ArxivSettings:
     table = reader.table(raw, "arxiv")
     reader.known_keys(table, ARXIV_KEYS, "arxiv")
     d = ArxivSettings()
@@ -559,7 +336,7 @@ def _read_arxiv(reader: _Reader, raw: Any) -> ArxivSettings:
     return ArxivSettings(
         extra_holidays=frozenset(date.fromisoformat(day) for day in holidays),
         catch_up_days=reader.value(table, "catch_up_days", "arxiv", int, d.catch_up_days,
-                                   _in_range(0, 60)),
+                                   in_range(0, 60)),
     )
 
 
@@ -573,15 +350,15 @@ def _calendar_date(value: str) -> str | None:
     return 'must be a date YYYY-MM-DD, like "2026-12-31"'
 
 
-def _read_store(reader: _Reader, raw: Any) -> StoreSettings:
+def _read_store(reader: OptionReader, raw: Any) -> StoreSettings:
     table = reader.table(raw, "store")
     reader.known_keys(table, STORE_KEYS, "store")
     d = StoreSettings()
     path = reader.value(table, "path", "store", str, default=str(d.path))
     lookback_days = reader.value(table, "lookback_days", "store", int, d.lookback_days,
-                                 _in_range(1, 3650))
+                                 in_range(1, 3650))
     keep_days = reader.value(table, "keep_days", "store", int, d.keep_days,
-                             _in_range(0, 36500))
+                             in_range(0, 36500))
     if keep_days and isinstance(lookback_days, int) and keep_days <= lookback_days:
         # A paper still inside the lookback window is a candidate: pruning it would lose
         # the record that it was sent.
@@ -592,34 +369,34 @@ def _read_store(reader: _Reader, raw: Any) -> StoreSettings:
         lookback_days=lookback_days,
         keep_days=keep_days,
         keep_payload_days=reader.value(table, "keep_payload_days", "store", int,
-                                       d.keep_payload_days, _in_range(0, 36500)),
+                                       d.keep_payload_days, in_range(0, 36500)),
     )
 
 
-def _read_http(reader: _Reader, raw: Any) -> HttpSettings:
+def _read_http(reader: OptionReader, raw: Any) -> HttpSettings:
     table = reader.table(raw, "http")
     d = HttpSettings()
     reader.known_keys(table, HTTP_KEYS, "http")
     return HttpSettings(
         contact=reader.value(table, "contact", "http", str, d.contact),
         timeout_seconds=reader.value(table, "timeout_seconds", "http", float,
-                                     d.timeout_seconds, _in_range(0.1, 600)),
+                                     d.timeout_seconds, in_range(0.1, 600)),
         max_retries=reader.value(table, "max_retries", "http", int, d.max_retries,
-                                 _in_range(0, 10)),
+                                 in_range(0, 10)),
         retry_backoff_seconds=reader.value(table, "retry_backoff_seconds", "http", float,
-                                           d.retry_backoff_seconds, _in_range(0, 600)),
+                                           d.retry_backoff_seconds, in_range(0, 600)),
         max_retry_after_seconds=reader.value(table, "max_retry_after_seconds", "http", float,
-                                             d.max_retry_after_seconds, _in_range(0, 3600)),
+                                             d.max_retry_after_seconds, in_range(0, 3600)),
         max_body_mb=reader.value(table, "max_body_mb", "http", float, d.max_body_mb,
-                                 _in_range(0.001, 4096)),
+                                 in_range(0.001, 4096)),
         arxiv_interval_seconds=reader.value(table, "arxiv_interval_seconds", "http", float,
-                                            d.arxiv_interval_seconds, _in_range(0, 600)),
+                                            d.arxiv_interval_seconds, in_range(0, 600)),
         interval_seconds=reader.value(table, "interval_seconds", "http", float,
-                                      d.interval_seconds, _in_range(0, 600)),
+                                      d.interval_seconds, in_range(0, 600)),
     )
 
 
-def _read_schedule(reader: _Reader, raw: Any) -> ScheduleSettings:
+def _read_schedule(reader: OptionReader, raw: Any) -> ScheduleSettings:
     table = reader.table(raw, "schedule")
     reader.known_keys(table, SCHEDULE_KEYS, "schedule")
     d = ScheduleSettings()
@@ -629,13 +406,13 @@ def _read_schedule(reader: _Reader, raw: Any) -> ScheduleSettings:
     )
 
 
-def _read_web(reader: _Reader, raw: Any, env: Mapping[str, str]) -> WebSettings:
+def _read_web(reader: OptionReader, raw: Any, env: Mapping[str, str]) -> WebSettings:
     table = reader.table(raw, "web")
     reader.known_keys(table, WEB_KEYS, "web")
     d = WebSettings()
 
     def url(value: str) -> str | None:
-        if reason := _url_problem(value, local=False):
+        if reason := url_problem(value, local=False):
             if reason.startswith(("unsupported", "empty", "not a valid URL (no host")):
                 return "must be an http(s) URL, like https://papers.example.org/digest"
             return reason
@@ -644,29 +421,23 @@ def _read_web(reader: _Reader, raw: Any, env: Mapping[str, str]) -> WebSettings:
             return "must not carry a query or fragment"
         return None
 
-    secret_env = reader.value(table, "secret_env", "web", str, d.secret_env, _env_name)
+    secret_env = reader.value(table, "secret_env", "web", str, d.secret_env, env_name)
     base_url = reader.value(table, "base_url", "web", str, None, url)
     return WebSettings(
         base_url=base_url.rstrip("/") if base_url else None,
         host=reader.value(table, "host", "web", str, d.host),
-        port=reader.value(table, "port", "web", int, d.port, _in_range(1, 65535)),
+        port=reader.value(table, "port", "web", int, d.port, in_range(1, 65535)),
         secret_env=secret_env,
         max_body_kb=reader.value(table, "max_body_kb", "web", int, d.max_body_kb,
-                                 _in_range(1, 1024)),
+                                 in_range(1, 1024)),
         secret=Secret(env[secret_env], secret_env) if env.get(secret_env or "") else None,
     )
 
 
-SOURCE_KEYS: dict[str, tuple[str, ...]] = {
-    "arxiv_rss": ("categories", "announce_types", "url"),
-    "arxiv_api": ("query", "max_results", "page_size", "sort_by", "url"),
-    "hf_daily": ("date", "url"),
-    "feed": ("url",),
-}
+def _read_sources(reader: OptionReader, raw: Any) -> tuple[SourceSettings, ...]:
+    from digest.sources import SOURCES  # the registry of kinds, which imports this module
 
-
-def _read_sources(reader: _Reader, raw: Any) -> tuple[SourceSettings, ...]:
-    if raw is _MISSING:
+    if raw is MISSING:
         reader.problem("sources", "at least one [[sources]] entry is required")
         return ()
     if not isinstance(raw, list):
@@ -679,48 +450,56 @@ def _read_sources(reader: _Reader, raw: Any) -> tuple[SourceSettings, ...]:
         table = reader.table(entry, path)
         if not table:
             continue
-        name = reader.value(table, "name", path, str, check=_name)
-        kind = reader.value(table, "kind", path, str, check=_one_of(SOURCE_KINDS))
-        allowed = ("name", "kind", "enabled") + SOURCE_KEYS.get(kind or "", ())
+        source_name = reader.value(table, "name", path, str, check=entry_name)
+        kind = reader.value(table, "kind", path, str, check=one_of(tuple(SOURCES)))
+        options = KindOptions()
         if kind:
-            reader.known_keys(table, allowed, path)
-        if name in seen:
-            reader.problem(f"{path}.name", f"duplicate source name '{name}'")
-        seen.add(name)
-        d = SourceSettings(name="", kind="")
-        url = reader.value(table, "url", path, str, None, _source_url)
-        categories = reader.strings(table, "categories", path, check=_listing_category)
-        # A url or categories written but refused already have their own problem.
-        if kind == "arxiv_rss" and not table.get("categories") and "url" not in table:
-            reader.problem(f"{path}.categories", "list at least one arXiv category, like cs.CL")
-        query = reader.value(table, "query", path, str, None,
-                             lambda v: None if v.strip() else "empty query")
-        if kind == "arxiv_api" and not query:
-            if "query" not in table:
-                reader.problem(f"{path}.query", "is required for kind arxiv_api")
-        if kind == "feed" and not url and "url" not in table:
-            reader.problem(f"{path}.url", "is required for kind feed")
+            options_type = SOURCES[kind].Options
+            reader.known_keys(table, SOURCE_KEYS + options_type.KEYS, path)
+            options = options_type.read(reader, table, path)
+        if source_name in seen:
+            reader.problem(f"{path}.name", f"duplicate source name '{source_name}'")
+        seen.add(source_name)
+        header_envs = _read_headers(reader, table, "secret_headers", path, env_name)
         sources.append(SourceSettings(
-            name=name or f"source-{i}",
+            name=source_name or f"source-{i}",
             kind=kind or "",
-            url=url,
-            categories=categories,
-            announce_types=reader.strings(table, "announce_types", path, d.announce_types,
-                                          check=_one_of(ANNOUNCE_TYPES)),
-            query=query,
-            max_results=reader.value(table, "max_results", path, int, d.max_results,
-                                     _in_range(1, 30000)),
-            page_size=reader.value(table, "page_size", path, int, d.page_size,
-                                   _in_range(1, ARXIV_API_MAX_RESULTS)),
-            sort_by=reader.value(table, "sort_by", path, str, d.sort_by,
-                                 _one_of(("submittedDate", "lastUpdatedDate", "relevance"))),
-            date=reader.value(table, "date", path, str, d.date, _date),
+            options=options,
+            url=reader.value(table, "url", path, str, None, source_url),
             enabled=reader.value(table, "enabled", path, bool, True),
+            headers=_read_headers(reader, table, "headers", path, _header_value),
+            secret_headers={header: Secret(reader.env[env], env) if reader.env.get(env)
+                            else None for header, env in header_envs.items()},
+            secret_header_envs=header_envs,
         ))
     return tuple(sources)
 
 
-def _read_keywords(reader: _Reader, table: Mapping[str, Any], path: str) -> tuple[Keyword, ...]:
+def _read_headers(reader: OptionReader, table: Mapping[str, Any], key: str, path: str,
+                  check: Callable[[str], str | None]) -> dict[str, str]:
+    raw = reader.table(table.get(key, MISSING), join_path(path, key))
+    headers: dict[str, str] = {}
+    for header, value in raw.items():
+        where = join_path(join_path(path, key), header)
+        if not _HEADER_NAME.match(header):
+            reader.problem(where, "is not an HTTP header name")
+        elif header.lower() in ("host", "content-length", "transfer-encoding", "connection"):
+            reader.problem(where, "is set by the HTTP client; it cannot be configured")
+        elif not isinstance(value, str):
+            reader.problem(where, "must be a string")
+        elif reason := check(value):
+            reader.problem(where, reason)
+        else:
+            headers[header] = value
+    return headers
+
+
+def _header_value(value: str) -> str | None:
+    return None if _HEADER_VALUE.match(value) else "must not hold a line break"
+
+
+def _read_keywords(reader: OptionReader, table: Mapping[str, Any], path: str
+                   ) -> tuple[Keyword, ...]:
     raw = reader.value(table, "keywords", path, list, default=[])
     keywords = []
     for i, item in enumerate(raw or []):
@@ -736,7 +515,7 @@ def _read_keywords(reader: _Reader, table: Mapping[str, Any], path: str) -> tupl
                 continue
         else:
             reader.problem(where, f"must be a string or {{term = ..., weight = ...}}, "
-                                  f"got {_type_name(item)}")
+                                  f"got {type_name(item)}")
             continue
         term = _term(reader, text, where)
         if term is not None:
@@ -744,7 +523,7 @@ def _read_keywords(reader: _Reader, table: Mapping[str, Any], path: str) -> tupl
     return tuple(keywords)
 
 
-def _term(reader: _Reader, text: str, where: str) -> Term | None:
+def _term(reader: OptionReader, text: str, where: str) -> Term | None:
     try:
         return parse_term(text)
     except TermError as exc:
@@ -752,7 +531,8 @@ def _term(reader: _Reader, text: str, where: str) -> Term | None:
         return None
 
 
-def _read_authors(reader: _Reader, table: Mapping[str, Any], path: str) -> tuple[AuthorRule, ...]:
+def _read_authors(reader: OptionReader, table: Mapping[str, Any], path: str
+                  ) -> tuple[AuthorRule, ...]:
     raw = reader.value(table, "authors", path, list, default=[])
     rules = []
     for i, item in enumerate(raw or []):
@@ -767,7 +547,7 @@ def _read_authors(reader: _Reader, table: Mapping[str, Any], path: str) -> tuple
                 continue
         else:
             reader.problem(where, f"must be a name or {{name = ..., initials = true}}, "
-                                  f"got {_type_name(item)}")
+                                  f"got {type_name(item)}")
             continue
         words = [w for w in re.split(r"[\s.,\-]+", name) if w]
         if not words:
@@ -780,23 +560,23 @@ def _read_authors(reader: _Reader, table: Mapping[str, Any], path: str) -> tuple
     return tuple(rules)
 
 
-def _read_category_boost(reader: _Reader, table: Mapping[str, Any], path: str
+def _read_category_boost(reader: OptionReader, table: Mapping[str, Any], path: str
                          ) -> dict[str, float]:
-    raw = reader.table(table.get("category_boost", _MISSING), f"{path}.category_boost")
+    raw = reader.table(table.get("category_boost", MISSING), f"{path}.category_boost")
     boosts = {}
     for category, points in raw.items():
         where = f"{path}.category_boost.{category}"
         if reason := _category(category):
             reader.problem(where, reason)
         elif isinstance(points, bool) or not isinstance(points, int | float):
-            reader.problem(where, f"must be a number, got {_type_name(points)}")
+            reader.problem(where, f"must be a number, got {type_name(points)}")
         else:
             boosts[category] = float(points)
     return boosts
 
 
-def _read_watchlists(reader: _Reader, raw: Any) -> tuple[WatchlistSettings, ...]:
-    if raw is _MISSING:
+def _read_watchlists(reader: OptionReader, raw: Any) -> tuple[WatchlistSettings, ...]:
+    if raw is MISSING:
         reader.problem("watchlists", "at least one [[watchlists]] entry is required")
         return ()
     if not isinstance(raw, list):
@@ -811,7 +591,7 @@ def _read_watchlists(reader: _Reader, raw: Any) -> tuple[WatchlistSettings, ...]
         if not table:
             continue
         reader.known_keys(table, WATCHLIST_KEYS, path)
-        name = reader.value(table, "name", path, str, check=_name)
+        name = reader.value(table, "name", path, str, check=entry_name)
         if name in seen:
             reader.problem(f"{path}.name", f"duplicate watchlist name '{name}'")
         seen.add(name)
@@ -845,116 +625,63 @@ def _read_watchlists(reader: _Reader, raw: Any) -> tuple[WatchlistSettings, ...]
             primary_only=reader.value(table, "primary_only", path, bool, False),
             category_boost=_read_category_boost(reader, table, path),
             upvotes_boost=reader.value(table, "upvotes_boost", path, float, d.upvotes_boost,
-                                       _in_range(0, 100)),
+                                       in_range(0, 100)),
             recency_boost=reader.value(table, "recency_boost", path, float, d.recency_boost,
-                                       _in_range(0, 100)),
+                                       in_range(0, 100)),
             recency_half_life_days=reader.value(table, "recency_half_life_days", path, float,
-                                                d.recency_half_life_days, _in_range(0.1, 365)),
+                                                d.recency_half_life_days, in_range(0.1, 365)),
             similar_to=reader.strings(table, "similar_to", path, empty="empty seed"),
             similarity_weight=reader.value(table, "similarity_weight", path, float,
-                                           d.similarity_weight, _in_range(0, 100)),
+                                           d.similarity_weight, in_range(0, 100)),
             min_similarity=reader.value(table, "min_similarity", path, float,
-                                        d.min_similarity, _in_range(0, 1)),
+                                        d.min_similarity, in_range(0, 1)),
             min_score=reader.value(table, "min_score", path, float, d.min_score,
-                                   _in_range(0)),
+                                   in_range(0)),
             max_papers=reader.value(table, "max_papers", path, int, d.max_papers,
-                                    _in_range(1, 500)),
+                                    in_range(1, 500)),
             schedule=reader.value(table, "schedule", path, str, None, _cron),
             timezone=reader.value(table, "timezone", path, str, None, _timezone),
             feedback_weight=reader.value(table, "feedback_weight", path, float,
-                                         d.feedback_weight, _in_range(0, 100)),
-            previous_names=reader.strings(table, "previous_names", path, check=_name,
+                                         d.feedback_weight, in_range(0, 100)),
+            previous_names=reader.strings(table, "previous_names", path, check=entry_name,
                                           empty="empty name"),
             heartbeat=reader.value(table, "heartbeat", path, bool, d.heartbeat),
         ))
     return tuple(watchlists)
 
 
-CHANNEL_KEYS: dict[str, tuple[str, ...]] = {
-    "email": ("smtp_host", "smtp_port", "security", "ca_file", "username_env", "password_env",
-              "from", "to", "subject", "unsubscribe", "timeout_seconds", "previous_names"),
-    "slack": ("webhook_url_env", "timeout_seconds", "previous_names"),
-}
+def _read_channels(reader: OptionReader, raw: Any) -> dict[str, ChannelSettings]:
+    from digest.deliver import CHANNELS  # the registry of kinds, which imports this module
 
-
-def _read_channels(
-    reader: _Reader, raw: Any, env: Mapping[str, str]
-) -> dict[str, ChannelSettings]:
     tables = reader.table(raw, "channels")
     channels: dict[str, ChannelSettings] = {}
     d = ChannelSettings(name="", kind="")
-    for name, entry in tables.items():
-        path = f"channels.{name}"
-        if reason := _name(name):
+    for channel_name, entry in tables.items():
+        path = f"channels.{channel_name}"
+        if reason := entry_name(channel_name):
             reader.problem(path, reason)
         table = reader.table(entry, path)
         if not table:
             continue
-        kind = reader.value(table, "kind", path, str, check=_one_of(CHANNEL_KINDS))
+        kind = reader.value(table, "kind", path, str, check=one_of(tuple(CHANNELS)))
+        options = KindOptions()
         if kind:
-            reader.known_keys(table, ("kind",) + CHANNEL_KEYS[kind], path)
-        username_env = reader.value(table, "username_env", path, str, None, _env_name)
-        password_env = reader.value(table, "password_env", path, str, None, _env_name)
-        webhook_env = reader.value(table, "webhook_url_env", path, str,
-                                   None if kind != "slack" else _MISSING, _env_name)
-        if kind == "email":
-            if (username_env is None) != (password_env is None):
-                reader.problem(path, "set both username_env and password_env, or neither")
-            if "from" not in table:
-                reader.problem(f"{path}.from", "is required for kind email")
-            if "to" not in table:
-                reader.problem(f"{path}.to", "is required for kind email")
-
-        def secret(env_name: str | None) -> Secret | None:
-            if env_name and env.get(env_name):
-                return Secret(env[env_name], env_name)
-            return None
-
-        channels[name] = ChannelSettings(
-            name=name,
+            options_type = CHANNELS[kind].Options
+            reader.known_keys(table, CHANNEL_KEYS + options_type.KEYS, path)
+            options = options_type.read(reader, table, path)
+        channels[channel_name] = ChannelSettings(
+            name=channel_name,
             kind=kind or "",
-            smtp_host=reader.value(table, "smtp_host", path, str, d.smtp_host, _smtp_host),
-            smtp_port=reader.value(table, "smtp_port", path, int, d.smtp_port,
-                                   _in_range(1, 65535)),
-            security=reader.value(table, "security", path, str, d.security,
-                                  _one_of(("starttls", "ssl", "none"))),
-            ca_file=_optional_path(reader.value(table, "ca_file", path, str, None)),
-            username_env=username_env,
-            password_env=password_env,
-            sender=reader.value(table, "from", path, str, "", _address),
-            to=_read_recipients(reader, table, path),
-            subject=reader.value(table, "subject", path, str, d.subject, _subject),
-            unsubscribe=reader.value(table, "unsubscribe", path, str, None, _unsubscribe),
+            options=options,
             timeout_seconds=reader.value(table, "timeout_seconds", path, float,
-                                         d.timeout_seconds, _in_range(0.1, 600)),
-            webhook_url_env=webhook_env,
-            username=secret(username_env),
-            password=secret(password_env),
-            webhook_url=secret(webhook_env),
-            previous_names=reader.strings(table, "previous_names", path, check=_name,
+                                         d.timeout_seconds, in_range(0.1, 600)),
+            previous_names=reader.strings(table, "previous_names", path, check=entry_name,
                                           empty="empty name"),
         )
     return channels
 
 
-def _read_recipients(reader: _Reader, table: Mapping[str, Any], path: str) -> tuple[str, ...]:
-    to = reader.strings(table, "to", path, check=_address, empty="empty address")
-    # An empty list would record digests that no one can receive, and block the channel.
-    if isinstance(table.get("to"), list) and not table["to"]:
-        reader.problem(f"{path}.to", "list at least one recipient, like "
-                                     '["ml-team@example.org"]')
-    return to
-
-
-def _smtp_host(value: str) -> str | None:
-    if not value.strip() or _URL_JUNK.search(value):
-        return "must be a host name or address, like smtp.example.org"
-    if value.count(":") == 1:  # more than one is an IPv6 address
-        return "must be the host alone; write its port as smtp_port"
-    return None
-
-
-def _check_previous_names(reader: _Reader, settings: Settings) -> None:
+def _check_previous_names(reader: OptionReader, settings: Settings) -> None:
     """A previous name must be free now, and claimed once, or a rename would merge two."""
     kinds = (("channel", [(f"channels.{c.name}", c.name, c.previous_names)
                           for c in settings.channels.values()]),
@@ -973,19 +700,6 @@ def _check_previous_names(reader: _Reader, settings: Settings) -> None:
                     reader.problem(where, f"'{old}' is a previous name of {kind} "
                                           f"'{claimed[old]}' already")
                 claimed.setdefault(old, name)
-
-
-def _optional_path(value: str | None) -> Path | None:
-    return Path(value).expanduser() if value else None
-
-
-def _subject(value: str) -> str | None:
-    try:
-        value.format(watchlist="w", count=1, papers="1 new paper", date="d", iso_date="i")
-    except (KeyError, IndexError, ValueError) as exc:
-        return (f"unknown placeholder {exc}; use {{watchlist}}, {{papers}}, {{count}}, "
-                "{date} or {iso_date}")
-    return None
 
 
 def parse_settings(
@@ -1007,23 +721,23 @@ def _parse(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         return None, [("", f"not valid TOML: {exc}")]
-    reader = _Reader()
+    reader = OptionReader(env)
     reader.known_keys(data, TOP_KEYS, "")
-    version = data.get("version", _MISSING)
-    if version is _MISSING:
+    version = data.get("version", MISSING)
+    if version is MISSING:
         reader.problem("version", f"is required (write version = {CONFIG_VERSION})")
     elif version != CONFIG_VERSION:
         reader.problem("version", f"must be {CONFIG_VERSION}, got {version!r}")
     settings = Settings(
         path=path,
-        store=_read_store(reader, data.get("store", _MISSING)),
-        http=_read_http(reader, data.get("http", _MISSING)),
-        schedule=_read_schedule(reader, data.get("schedule", _MISSING)),
-        web=_read_web(reader, data.get("web", _MISSING), env),
-        arxiv=_read_arxiv(reader, data.get("arxiv", _MISSING)),
-        sources=_read_sources(reader, data.get("sources", _MISSING)),
-        watchlists=_read_watchlists(reader, data.get("watchlists", _MISSING)),
-        channels=_read_channels(reader, data.get("channels", _MISSING), env),
+        store=_read_store(reader, data.get("store", MISSING)),
+        http=_read_http(reader, data.get("http", MISSING)),
+        schedule=_read_schedule(reader, data.get("schedule", MISSING)),
+        web=_read_web(reader, data.get("web", MISSING), env),
+        arxiv=_read_arxiv(reader, data.get("arxiv", MISSING)),
+        sources=_read_sources(reader, data.get("sources", MISSING)),
+        watchlists=_read_watchlists(reader, data.get("watchlists", MISSING)),
+        channels=_read_channels(reader, data.get("channels", MISSING)),
     )
     for i, watchlist in enumerate(settings.watchlists):
         if not watchlist.channels:
@@ -1059,7 +773,7 @@ def parse_watchlist(text: str, *, name: str, channels: tuple[str, ...] = ()
         table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         return None, [("", f"not valid TOML: {exc}")]
-    reader = _Reader()
+    reader = OptionReader()
     for key in ("name", "channels"):
         if key in table:
             reader.problem(key, "is not edited here")

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -22,6 +23,7 @@ from digest.config import HttpSettings
 from digest.errors import FetchError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Every arXiv host shares one pacer: arXiv asks for one request per 3 s across API and RSS.
@@ -70,13 +72,18 @@ class Pacer:
 
 
 def make_client(
-    settings: HttpSettings, *, transport: httpx.BaseTransport | None = None
+    settings: HttpSettings, *, transport: httpx.BaseTransport | None = None,
+    follow_redirects: bool = True,
 ) -> httpx.Client:
-    """The one httpx client factory: versioned user agent, timeouts, one connection."""
+    """The one httpx client factory: versioned user agent, timeouts, one connection.
+
+    Webhooks do not follow redirects: a redirected POST arrives as a GET, without the
+    message, and would count as sent.
+    """
     return httpx.Client(
         headers={"User-Agent": settings.user_agent},
         timeout=httpx.Timeout(settings.timeout_seconds),
-        follow_redirects=True,
+        follow_redirects=follow_redirects,
         limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
         transport=transport,
     )
@@ -104,6 +111,62 @@ def retry_wait(settings: HttpSettings, attempt: int, asked: float | None) -> flo
     A caller gives up until the next run when this exceeds max_retry_after_seconds.
     """
     return asked if asked is not None else settings.retry_backoff_seconds * (2 ** (attempt - 1))
+
+
+class TryAgain(Exception):
+    """One attempt failed in a way another attempt may not: a timeout, a 429, a 503."""
+
+    def __init__(self, problem: str, *, wait: float | None = None,
+                 status: int | None = None) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.wait = wait  # what the server asked for, if it said
+        self.status = status
+
+
+class GaveUp(Exception):
+    """Every attempt failed, or the server asked for a longer wait than allowed."""
+
+    def __init__(self, problem: str, *, status: int | None, attempts: int) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.status = status
+        self.attempts = attempts
+
+
+def with_retries(
+    attempt: Callable[[int], T],
+    *,
+    settings: HttpSettings,
+    sleep: Callable[[float], None],
+    pacer: Pacer | None = None,
+    what: str = "",
+) -> T:
+    """Call ``attempt(n)`` until it returns, for fetching and for every webhook alike.
+
+    ``attempt`` raises TryAgain for a failure worth another try; anything else it raises
+    goes straight to the caller. Waits honour what the server asked (Retry-After), else
+    double from ``retry_backoff_seconds``; a wait over ``max_retry_after_seconds`` gives up
+    until the next run rather than hold the run. Raises GaveUp with the last problem.
+    """
+    attempts = settings.max_retries + 1
+    for number in range(1, attempts + 1):
+        if pacer is not None:
+            pacer.wait()
+        try:
+            return attempt(number)
+        except TryAgain as failure:
+            last = failure
+        if number == attempts:
+            break
+        wait = retry_wait(settings, number, last.wait)
+        if wait > settings.max_retry_after_seconds:
+            raise GaveUp(f"{last.problem} (server asked to wait {wait:g} s; giving up until "
+                         "next run)", status=last.status, attempts=number)
+        log.info("retrying %s attempt=%d problem=%r wait=%.1fs", what, number, last.problem,
+                 wait)
+        sleep(wait)
+    raise GaveUp(last.problem, status=last.status, attempts=attempts)
 
 
 def is_local(location: str) -> bool:
@@ -164,10 +227,12 @@ class Fetcher:
         etag: str | None = None,
         last_modified: str | None = None,
         source: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Fetched:
+        """``headers`` are the source's own (an API key, say); they never reach a log."""
         if is_local(location):
             return self._read_local(location, source)
-        return self._get_http(location, params, etag, last_modified, source)
+        return self._get_http(location, params, etag, last_modified, source, headers or {})
 
     def _read_local(self, location: str, source: str | None) -> Fetched:
         path = local_path(location)
@@ -189,24 +254,22 @@ class Fetcher:
         etag: str | None,
         last_modified: str | None,
         source: str | None,
+        extra_headers: dict[str, str],
     ) -> Fetched:
-        headers = {}
+        headers = dict(extra_headers)
         if etag:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
         pacer = self.pacer_for(httpx.URL(url).host)
-        attempts = self.settings.max_retries + 1
-        last_problem = ""
-        last_status: int | None = None
-        for attempt in range(1, attempts + 1):
-            pacer.wait()
+
+        def attempt(number: int) -> Fetched:
             self.requests += 1
-            wait: float | None = None
             try:
                 with self.client.stream("GET", url, params=params, headers=headers) as response:
                     log.info("GET %s -> %d", response.url, response.status_code)
-                    if response.status_code in (200, 203):
+                    status = response.status_code
+                    if status in (200, 203):
                         content = self._read_limited(response, url, source)
                         return Fetched(
                             url=str(response.url),
@@ -216,42 +279,38 @@ class Fetcher:
                             etag=response.headers.get("ETag"),
                             last_modified=response.headers.get("Last-Modified"),
                         )
-                    if response.status_code == 304:
+                    if status == 304:
                         return Fetched(url=str(response.url), status=304, content=b"",
                                        etag=etag, last_modified=last_modified)
-                    last_status = response.status_code
-                    last_problem = f"HTTP {response.status_code} {response.reason_phrase}"
-                    if response.status_code not in RETRY_STATUSES:
-                        raise FetchError(last_problem, source=source, url=url,
-                                         status=response.status_code, attempts=attempt)
-                    wait = parse_retry_after(response.headers.get("Retry-After"))
+                    problem = f"HTTP {status} {response.reason_phrase}"
+                    if status not in RETRY_STATUSES:
+                        raise FetchError(problem, source=source, url=url, status=status,
+                                         attempts=number)
+                    raise TryAgain(problem, status=status,
+                                   wait=parse_retry_after(response.headers.get("Retry-After")))
             except httpx.TimeoutException as exc:
-                last_problem = (f"timed out after {self.settings.timeout_seconds:g} s "
-                                f"({type(exc).__name__})")
+                raise TryAgain(f"timed out after {self.settings.timeout_seconds:g} s "
+                               f"({type(exc).__name__})") from exc
             except httpx.TransportError as exc:
-                last_problem = f"{type(exc).__name__}: {exc}"
+                raise TryAgain(f"{type(exc).__name__}: {exc}") from exc
             except httpx.InvalidURL as exc:
                 raise FetchError(f"invalid URL: {exc}", source=source, url=url) from exc
             # Neither gets better by asking again within the run; the next run tries again.
             except httpx.DecodingError as exc:
                 raise FetchError(f"cannot decode the response body as its Content-Encoding "
                                  f"says ({exc})", source=source, url=url,
-                                 attempts=attempt) from exc
+                                 attempts=number) from exc
             except httpx.TooManyRedirects as exc:
                 raise FetchError(f"too many redirects (more than {self.client.max_redirects}), "
                                  "likely a redirect loop", source=source, url=url,
-                                 attempts=attempt) from exc
-            if attempt == attempts:
-                break
-            wait = retry_wait(self.settings, attempt, wait)
-            if wait > self.settings.max_retry_after_seconds:
-                last_problem += f" (server asked to wait {wait:g} s; giving up until next run)"
-                break
-            log.info("retrying url=%s attempt=%d problem=%r wait=%.1fs", url, attempt,
-                     last_problem, wait)
-            self._sleep(wait)
-        raise FetchError(last_problem, source=source, url=url, status=last_status,
-                         attempts=attempt)
+                                 attempts=number) from exc
+
+        try:
+            return with_retries(attempt, settings=self.settings, sleep=self._sleep,
+                                pacer=pacer, what=f"url={url}")
+        except GaveUp as exc:
+            raise FetchError(exc.problem, source=source, url=url, status=exc.status,
+                             attempts=exc.attempts) from None
 
     def _read_limited(self, response: httpx.Response, url: str, source: str | None) -> bytes:
         limit = self.settings.max_body_bytes

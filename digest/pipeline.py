@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from digest.calendar import EASTERN, Announcement, Calendar, days_label, eastern_date
-from digest.config import ARXIV_API_MAX_RESULTS, ChannelSettings, Settings, WatchlistSettings
+from digest.config import ChannelSettings, Settings, WatchlistSettings
 from digest.deliver import CHANNELS, Channel, ChannelContext, Outbox, settings_fingerprint
 from digest.errors import (
     ConfigError,
@@ -397,8 +397,8 @@ def preflight(
         problems.append(("store.path", f"cannot create {settings.store.path}: "
                                        f"{existing or directory} is not a writable folder"))
     for name, channel in settings.channels.items():
-        if channel.ca_file and not channel.ca_file.is_file():
-            problems.append((f"channels.{name}.ca_file", f"no such file: {channel.ca_file}"))
+        problems += [(f"channels.{name}.{key}", reason)
+                     for key, reason in channel.options.local_problems()]
     for i, source in enumerate(settings.sources):
         if source.enabled and source.url and is_local(source.url):
             path = local_path(source.url)
@@ -648,17 +648,17 @@ def _backfill(store: Store, fetcher: Fetcher, source_settings: Any,
 
     Returns how many were new to the store.
     """
-    categories = source_settings.categories
+    categories = source_settings.options.categories
     start, end = calendar.submission_window(group[0], group[-1])
     query = (f"({arxiv_rss.api_query(categories)}) AND "
              f"submittedDate:[{start:%Y%m%d%H%M} TO {end:%Y%m%d%H%M}]")
-    wanted = set(source_settings.announce_types)
+    wanted = set(source_settings.options.announce_types)
     new = offset = 0
     for page in range(1, CATCH_UP_MAX_PAGES + 1):
         progress(f"catching up {'+'.join(categories)}: {days_label([a.day for a in group])}, "
-                 f"page {page} ({offset}-{offset + ARXIV_API_MAX_RESULTS - 1})")
+                 f"page {page} ({offset}-{offset + arxiv_api.MAX_RESULTS_PER_CALL - 1})")
         fetched = fetcher.get(url, params={
-            "search_query": query, "start": offset, "max_results": ARXIV_API_MAX_RESULTS,
+            "search_query": query, "start": offset, "max_results": arxiv_api.MAX_RESULTS_PER_CALL,
             "sortBy": "submittedDate", "sortOrder": "ascending"}, source=source_settings.name)
         papers, total = arxiv_api.parse(fetched.content, source=source_settings.name)
         listed = [arxiv_rss.as_listed(p, categories) for p in papers]
@@ -666,7 +666,7 @@ def _backfill(store: Store, fetcher: Fetcher, source_settings: Any,
         new += store.record_backfill_page(source_settings.name, kept,
                                           day=group[-1].day.isoformat(), now=now)
         offset += len(papers)
-        if len(papers) < ARXIV_API_MAX_RESULTS or (total is not None and offset >= total):
+        if len(papers) < arxiv_api.MAX_RESULTS_PER_CALL or (total is not None and offset >= total):
             break
     else:
         log.warning("source=%s catch-up stopped after %d pages; the rest of %s is not "
@@ -750,9 +750,10 @@ def _deliver(
             return
         try:
             if outbox is not None:
+                files = CHANNELS[settings.channels[open_digest.channel].kind].outbox_files(
+                    open_digest.payload)
                 paths = outbox.write(digest_id=open_digest.id, channel=open_digest.channel,
-                                     watchlist=open_digest.watchlist,
-                                     payload=open_digest.payload)
+                                     watchlist=open_digest.watchlist, files=files)
                 entry.location = ", ".join(str(p) for p in paths)
                 store.mark_sent(open_digest.id, seams.now())
                 entry.status = "written"

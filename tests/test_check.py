@@ -89,7 +89,7 @@ def test_every_archive_of_the_real_listing_url_is_accepted_as_a_source_category(
     settings = parse_settings(edited('categories = ["cs.CL"]\n[[sources]]',
                                      f"categories = {names!r}\n[[sources]]".replace("'", '"')),
                               path=Path("x.toml"), env={})
-    assert settings.sources[0].categories == tuple(names)
+    assert settings.sources[0].options.categories == tuple(names)
 
 
 @pytest.mark.parametrize(
@@ -131,7 +131,7 @@ def test_known_categories_and_whole_archives_for_a_listing_pass():
                         'categories = ["q-bio.NC", "cond-mat.mes-hall"]\n'
                         'category_boost = { "cs.CL" = 1, "quant-ph" = 0.5 }\nchannels')
     settings = parse_settings(text, path=Path("x.toml"), env={})
-    assert settings.sources[0].categories == ("cs", "hep-th", "astro-ph.GA")
+    assert settings.sources[0].options.categories == ("cs", "hep-th", "astro-ph.GA")
     assert settings.watchlists[0].category_boost == {"cs.CL": 1.0, "quant-ph": 0.5}
 
 
@@ -250,8 +250,8 @@ def test_display_names_and_plain_addresses_pass():
     text = edited('to = ["team@example.org"]',
                   'to = ["team@example.org", "Ana Lima <ana@example.org>", "ops@localhost"]')
     channel = parse_settings(text, path=Path("x.toml"), env={}).channels["mail"]
-    assert channel.sender == "Paper Digest <digest@example.org>"
-    assert len(channel.to) == 3
+    assert channel.options.sender == "Paper Digest <digest@example.org>"
+    assert len(channel.options.to) == 3
 
 
 # ------------------------------------------------------------------ check: all at once

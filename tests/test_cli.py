@@ -104,19 +104,25 @@ def documented_keys() -> set[str]:
 
 
 def test_every_config_key_is_documented_in_the_example():
+    from digest.deliver import CHANNELS
+    from digest.sources import SOURCES
+
     every = set(config.TOP_KEYS) | set(config.STORE_KEYS) | set(config.HTTP_KEYS) | set(
-        config.SCHEDULE_KEYS) | set(config.WEB_KEYS) | set(config.WATCHLIST_KEYS) | {
-        "name", "kind", "enabled"}
-    for keys in (*config.SOURCE_KEYS.values(), *config.CHANNEL_KEYS.values()):
-        every |= set(keys)
+        config.SCHEDULE_KEYS) | set(config.WEB_KEYS) | set(config.WATCHLIST_KEYS) | set(
+        config.SOURCE_KEYS) | set(config.CHANNEL_KEYS)
+    for kind in (*SOURCES.values(), *CHANNELS.values()):
+        every |= set(kind.Options.KEYS)
     missing = every - documented_keys()
     assert not missing, f"not in config/digest.example.toml: {sorted(missing)}"
 
 
 def test_every_source_and_channel_kind_is_documented():
+    from digest.deliver import CHANNELS
+    from digest.sources import SOURCES
+
     example = (ROOT / "config" / "digest.example.toml").read_text()
     readme = (ROOT / "README.md").read_text()
-    for kind in (*config.SOURCE_KINDS, *config.CHANNEL_KINDS):
+    for kind in (*SOURCES, *CHANNELS):
         assert f'kind = "{kind}"' in example
         assert f"`{kind}`" in readme or f"**{kind}**" in readme
 
@@ -134,12 +140,19 @@ def test_every_command_and_option_is_in_the_readme():
                 assert long[0] in readme, f"{name} {long[0]} not in README"
 
 
-def test_registries_match_the_config_kinds():
+def test_a_kind_is_one_module_and_one_registry_line():
+    """config.py names no kind: each kind's module declares its keys, secrets and limits."""
     from digest.deliver import CHANNELS
     from digest.sources import SOURCES
 
-    assert set(SOURCES) == set(config.SOURCE_KINDS)
-    assert set(CHANNELS) == set(config.CHANNEL_KINDS)
+    text = (ROOT / "digest" / "config.py").read_text()
+    for registry in (SOURCES, CHANNELS):
+        for kind, cls in registry.items():
+            assert cls.kind == kind
+            assert f'"{kind}"' not in text, f"config.py knows the kind {kind}"
+            module = sys.modules[cls.__module__]
+            assert module.__doc__ and cls.Options.__module__ == cls.__module__
+            assert set(cls.Options.KEYS).isdisjoint(config.SOURCE_KEYS + config.CHANNEL_KEYS)
 
 
 def _one_source_config(tmp_path: Path, url: str, store: str) -> Path:

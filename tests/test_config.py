@@ -49,10 +49,10 @@ def test_demo_config_is_valid():
 def test_minimal_config_gets_defaults():
     settings = parse_settings(MINIMAL, path=Path("x.toml"), env={})
     assert settings.store.path == Path("data/digest.db")
-    assert settings.sources[0].announce_types == ("new", "cross")
+    assert settings.sources[0].options.announce_types == ("new", "cross")
     assert settings.http.arxiv_interval_seconds == 3.0
     assert settings.watchlists[0].max_papers == 25
-    assert settings.channels["mail"].smtp_port == 587
+    assert settings.channels["mail"].options.smtp_port == 587
 
 
 @pytest.mark.parametrize(
@@ -126,8 +126,8 @@ def test_secrets_come_from_the_environment_and_never_show():
     settings = parse_settings(text, path=Path("x.toml"),
                               env={"SMTP_USER": "me", "SMTP_PASS": "hunter2"})
     channel = settings.channels["mail"]
-    assert isinstance(channel.password, Secret)
-    assert channel.password.reveal() == "hunter2"
+    assert isinstance(channel.options.password, Secret)
+    assert channel.options.password.reveal() == "hunter2"
     assert "hunter2" not in repr(channel) and "hunter2" not in str(settings)
 
 

@@ -10,7 +10,7 @@ from email.policy import default as default_policy
 import pytest
 
 from digest.config import ChannelSettings, Secret
-from digest.deliver.email import MAX_HTML_BYTES, EmailChannel, html_bytes
+from digest.deliver.email import MAX_HTML_BYTES, EmailChannel, EmailOptions, html_bytes
 from digest.errors import DeliveryError
 from digest.models import Digest, Match, Paper, Reason
 from digest.render import Renderer
@@ -23,7 +23,11 @@ def settings(**fields) -> ChannelSettings:
             "security": "none", "sender": "Paper Digest <digest@example.org>",
             "to": ("a@example.org", "b@example.org"),
             "unsubscribe": "mailto:admin@example.org?subject=unsubscribe"}
-    return ChannelSettings(**{**base, **fields})
+    timeout = {"timeout_seconds": fields.pop("timeout_seconds")} if "timeout_seconds" in fields \
+        else {}
+    name, kind = base.pop("name"), base.pop("kind")
+    return ChannelSettings(name=name, kind=kind, options=EmailOptions(**{**base, **fields}),
+                           **timeout)
 
 
 def digest(count: int = 2, title: str = "LoRA paper") -> Digest:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from digest.config import ChannelSettings, HttpSettings, Secret
-from digest.deliver.slack import SlackChannel
+from digest.deliver.slack import SlackChannel, SlackOptions
 from digest.errors import DeliveryError
 from digest.models import Digest, Match, Paper, Reason
 
@@ -19,8 +19,8 @@ WHEN = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)
 
 def channel_with(handler, sleeps: list[float] | None = None, **http) -> SlackChannel:
     sleeps = sleeps if sleeps is not None else []
-    settings = ChannelSettings(name="team-slack", kind="slack", webhook_url_env="HOOK",
-                               webhook_url=Secret(HOOK, "HOOK"))
+    settings = ChannelSettings(name="team-slack", kind="slack", options=SlackOptions(
+        webhook_url_env="HOOK", webhook_url=Secret(HOOK, "HOOK")))
     return SlackChannel(settings, http=HttpSettings(**{"retry_backoff_seconds": 1.0, **http}),
                         transport=httpx.MockTransport(handler), sleep=sleeps.append)
 
@@ -117,7 +117,8 @@ def test_resuming_skips_the_parts_already_accepted():
 
 
 def test_a_missing_webhook_secret_is_reported():
-    settings = ChannelSettings(name="s", kind="slack", webhook_url_env="HOOK")
+    settings = ChannelSettings(name="s", kind="slack",
+                               options=SlackOptions(webhook_url_env="HOOK"))
     channel = SlackChannel(settings, http=HttpSettings())
     with pytest.raises(DeliveryError, match="HOOK is not set"):
         channel.send(channel.compose(digest(1)).payload)

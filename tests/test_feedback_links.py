@@ -22,18 +22,17 @@ from test_render import check_golden, sample_digest
 
 from digest.cli import main
 from digest.config import ChannelSettings, Secret, Settings, WebSettings
-from digest.deliver.email import MAX_HTML_BYTES, EmailChannel, html_bytes
-from digest.feedback import ACTIONS, LinkSigner, rating_urls
-from digest.models import Digest, Match, Paper, Reason
-from digest.pipeline import feedback_links
-from digest.render import (
-    RATING_LABELS,
+from digest.deliver.email import MAX_HTML_BYTES, EmailChannel, EmailOptions, html_bytes
+from digest.deliver.slack import (
     SLACK_MAX_BLOCKS,
     SLACK_MAX_SECTION_CHARS,
     SLACK_MAX_TEXT_CHARS,
-    Renderer,
     slack_messages,
 )
+from digest.feedback import ACTIONS, LinkSigner, rating_urls
+from digest.models import Digest, Match, Paper, Reason
+from digest.pipeline import feedback_links
+from digest.render import RATING_LABELS, Renderer
 
 KEY = "k" * 40  # a signing key of the length `check` asks for
 BASE = "https://papers.example.org/digest"
@@ -215,9 +214,9 @@ def real_size_papers(count: int) -> tuple[Match, ...]:
 
 
 def test_email_with_links_fits_the_limit_and_keeps_every_link_when_shrunk():
-    channel = EmailChannel(ChannelSettings(name="mail", kind="email",
+    channel = EmailChannel(ChannelSettings(name="mail", kind="email", options=EmailOptions(
                                            sender="Paper Digest <digest@example.org>",
-                                           to=("team@example.org",)), renderer=Renderer())
+                                           to=("team@example.org",))), renderer=Renderer())
     composed = channel.compose(linked(Digest("efficient-llms", "mail", real_size_papers(80),
                                              WHEN)))
     raw = composed.payload["message"]

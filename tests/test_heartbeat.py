@@ -17,9 +17,10 @@ from conftest import Route, free_port, write_config
 from digest.cli import format_report
 from digest.config import load_settings
 from digest.deliver.base import Composed
+from digest.deliver.slack import slack_messages
 from digest.models import Digest
 from digest.pipeline import Seams, run_once
-from digest.render import Renderer, slack_messages
+from digest.render import Renderer
 from digest.store import Store
 
 FRIDAY = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)  # 07:00 US Eastern

@@ -19,20 +19,16 @@ from pathlib import Path
 import pytest
 
 from digest.config import ChannelSettings
-from digest.deliver.email import MAX_HTML_BYTES, EmailChannel, html_bytes
-from digest.feedback import LinkSigner, rating_urls
-from digest.models import Digest, Match, Paper, Reason
-from digest.render import (
+from digest.deliver.email import MAX_HTML_BYTES, EmailChannel, EmailOptions, html_bytes
+from digest.deliver.slack import (
     SLACK_MAX_BLOCKS,
     SLACK_MAX_SECTION_CHARS,
-    Renderer,
-    digest_subject,
-    highlight,
-    plural,
     slack_escape,
     slack_messages,
-    trim,
 )
+from digest.feedback import LinkSigner, rating_urls
+from digest.models import Digest, Match, Paper, Reason
+from digest.render import Renderer, digest_subject, highlight, plural, trim
 
 GOLDEN = Path(__file__).parent / "golden"
 WHEN = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)
@@ -333,8 +329,9 @@ def test_a_digest_that_is_not_cut_says_nothing_more():
 
 
 def test_shrinking_for_size_counts_what_was_left_out():
-    channel = EmailChannel(ChannelSettings(name="mail", kind="email", sender="d@example.org",
-                                           to=("t@example.org",)), renderer=Renderer())
+    channel = EmailChannel(ChannelSettings(
+        name="mail", kind="email", options=EmailOptions(sender="d@example.org",
+                                           to=("t@example.org",))), renderer=Renderer())
     papers = tuple(Match(full_paper(key=f"arxiv:2611.{i:05d}", arxiv_id=f"2611.{i:05d}",
                                     abstract="We study low-rank adapters. " * 60),
                          "efficient-llms", 5.0 - i / 100, (Reason("term", "LoRA", "title", 2.0),))
@@ -368,8 +365,9 @@ def test_subject_uses_the_watchlist_timezone_and_a_clear_form(template, timezone
 
 
 def test_the_email_subject_comes_from_the_channel_template():
-    channel = EmailChannel(ChannelSettings(name="mail", kind="email", sender="d@example.org",
-                                           to=("t@example.org",)), renderer=Renderer())
+    channel = EmailChannel(ChannelSettings(
+        name="mail", kind="email", options=EmailOptions(sender="d@example.org",
+                                           to=("t@example.org",))), renderer=Renderer())
     digest = replace(sample_digest(), matches=sample_digest().matches[:1],
                      timezone="Pacific/Auckland")
     assert channel.subject(digest) == "efficient-llms: 1 new paper, Fri 20 Nov"
@@ -455,9 +453,9 @@ def compose_linked(papers: list[Paper], terms: tuple[str, ...]) -> tuple[int, Em
     matches = tuple(Match(p, "efficient-llms", 5.0 - i / 100,
                           tuple(Reason("term", t, "abstract", 1.0) for t in terms))
                     for i, p in enumerate(papers))
-    channel = EmailChannel(ChannelSettings(name="mail", kind="email",
+    channel = EmailChannel(ChannelSettings(name="mail", kind="email", options=EmailOptions(
                                            sender="Paper Digest <digest@example.org>",
-                                           to=("team@example.org",)), renderer=Renderer())
+                                           to=("team@example.org",))), renderer=Renderer())
     composed = channel.compose(with_links(Digest("efficient-llms", "mail", matches, WHEN)))
     message = email.message_from_string(composed.payload["message"], policy=default_policy)
     return len(composed.digest.matches), message

@@ -81,8 +81,8 @@ def test_source_pages_through_results_politely():
     fetcher = Fetcher(HttpSettings(), transport=httpx.MockTransport(handler),
                       sleep=sleeps.append)
     source = arxiv_api.ArxivApiSource(SourceSettings(
-        name="au", kind="arxiv_api", query='au:"Sinong Wang"', max_results=1000,
-        page_size=100))
+        name="au", kind="arxiv_api", options=arxiv_api.ArxivApiOptions(
+            query='au:"Sinong Wang"', max_results=1000, page_size=100)))
     batch = source.fetch(fetcher, SourceState())
     assert len(batch.papers) == 250
     assert [q["start"][0] for q in requests] == ["0", "100", "200"]
@@ -92,8 +92,8 @@ def test_source_pages_through_results_politely():
 
 
 def test_page_size_never_exceeds_arxivs_ceiling():
-    settings = SourceSettings(name="x", kind="arxiv_api", query="cat:cs.CL", max_results=5000,
-                              page_size=2000)
+    settings = SourceSettings(name="x", kind="arxiv_api", options=arxiv_api.ArxivApiOptions(
+        query="cat:cs.CL", max_results=5000, page_size=2000))
     seen = []
 
     def handler(request):

@@ -107,14 +107,16 @@ def test_source_keeps_only_the_announce_types_asked_for(real):
     fetcher = Fetcher(HttpSettings(arxiv_interval_seconds=0),
                       transport=httpx.MockTransport(handler))
     source = arxiv_rss.ArxivRssSource(
-        SourceSettings(name="q", kind="arxiv_rss", categories=("quant-ph",)))
+        SourceSettings(name="q", kind="arxiv_rss",
+                       options=arxiv_rss.ArxivRssOptions(categories=("quant-ph",))))
     batch = source.fetch(fetcher, SourceState())
     assert seen == ["https://rss.arxiv.org/rss/quant-ph"]
     assert len(batch.papers) == 50 and batch.skipped == 31
     assert batch.state.etag == '"v1"'
     everything = arxiv_rss.ArxivRssSource(SourceSettings(
-        name="q", kind="arxiv_rss", categories=("quant-ph",),
-        announce_types=("new", "cross", "replace", "replace-cross")))
+        name="q", kind="arxiv_rss", options=arxiv_rss.ArxivRssOptions(
+            categories=("quant-ph",),
+            announce_types=("new", "cross", "replace", "replace-cross"))))
     assert len(everything.fetch(fetcher, SourceState()).papers) == 81
 
 

@@ -67,7 +67,8 @@ def test_source_asks_for_the_configured_date():
 
     fetcher = Fetcher(HttpSettings(interval_seconds=0), transport=httpx.MockTransport(handler))
     source = hf_daily.HuggingFaceDailySource(
-        SourceSettings(name="hf", kind="hf_daily", date="2026-11-19"))
+        SourceSettings(name="hf", kind="hf_daily",
+                       options=hf_daily.HuggingFaceDailyOptions(date="2026-11-19")))
     assert len(source.fetch(fetcher, SourceState()).papers) == 1
     latest = hf_daily.HuggingFaceDailySource(SourceSettings(name="hf", kind="hf_daily"))
     latest.fetch(fetcher, SourceState())

@@ -107,7 +107,8 @@ def test_sigterm_to_serve_in_a_retry_wait_ends_fast_and_the_next_run_sends_once(
     try:
         out = Lines(process.stdout)
         # the Slack channel was told to wait 100 s and is waiting
-        assert out.wait_for(lambda line: "retry attempt=1 wait=100.0s" in line, timeout=30)
+        assert out.wait_for(lambda line: "retrying channel=chat message=1/1 attempt=1" in line
+                            and "wait=100.0s" in line, timeout=30)
         assert len(http_server.hits(HOOK)) == 1
         asked = time.monotonic()
         process.send_signal(signal.SIGTERM)

@@ -7,21 +7,27 @@ content. Adding a channel kind is one module, one test file and one line in ``CH
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from digest.config import ChannelSettings
 from digest.deliver import email, slack
 from digest.deliver.base import ChannelContext, Composed, settings_fingerprint
 from digest.deliver.outbox import Outbox
+from digest.options import KindOptions
 
 
 class Channel(Protocol):
     kind: str
+    Options: ClassVar[type[KindOptions]]  # the kind's own keys, checked and typed
 
     @classmethod
     def create(cls, settings: ChannelSettings, context: ChannelContext) -> Channel: ...
 
     def compose(self, digest: Any) -> Composed: ...
+
+    @staticmethod
+    def outbox_files(payload: dict[str, Any]) -> dict[str, bytes]:
+        """What ``send`` would deliver, as files named by suffix, for ``--outbox``."""
 
     def send(self, payload: dict[str, Any], *, parts_sent: int,
              on_part_sent: Callable[[int], None]) -> Mapping[str, tuple[bool, str]] | None:

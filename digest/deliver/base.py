@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from digest.config import ChannelSettings, HttpSettings, Secret
+from digest.errors import DeliveryError
+from digest.http import GaveUp, Pacer, TryAgain, make_client, parse_retry_after, with_retries
 from digest.models import Digest
 from digest.render import Renderer
 
@@ -44,12 +47,134 @@ def settings_fingerprint(settings: ChannelSettings) -> str:
     A digest that failed for good under one fingerprint is tried again once the user has
     changed the channel (a new address, host or webhook), without a manual requeue.
     """
-    parts = []
-    for item in dataclasses.fields(settings):
-        if item.name in ("name", "previous_names", "timeout_seconds", "subject"):
+    options = settings.options
+    parts = [f"kind={settings.kind!r}"]
+    for item in dataclasses.fields(options):
+        if item.name in options.COSMETIC:
             continue
-        value = getattr(settings, item.name)
+        value = getattr(options, item.name)
         if isinstance(value, Secret):
             value = hashlib.sha256(value.reveal().encode()).hexdigest()
         parts.append(f"{item.name}={value!r}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------ webhooks
+
+GONE_STATUSES = frozenset({404, 410})  # the hook was deleted: only a new URL helps
+REJECTED_STATUSES = frozenset({400, 401, 403, 413, 422})  # the same message fails again
+MOVED_STATUSES = frozenset({301, 308})
+
+
+class WebhookPoster:
+    """Posts messages to one secret webhook URL, for every webhook-based channel.
+
+    Paced per hook, retried through ``digest.http.with_retries``, redirects never followed,
+    and the URL (the secret) replaced by its variable's name in anything shown.
+    """
+
+    def __init__(
+        self,
+        *,
+        channel: str,
+        service: str,
+        url: Secret | None,
+        url_env: str | None,
+        http: HttpSettings,
+        timeout: float,
+        interval: float,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] | None = None,
+        asked_wait: Callable[[httpx.Response, str], float | None] | None = None,
+    ) -> None:
+        self.channel = channel
+        self.service = service
+        self.url = url
+        self.url_env = url_env
+        self.http = http
+        self.timeout = timeout
+        self._transport = transport
+        self._sleep = sleep or time.sleep
+        self._pacer = Pacer(interval, sleep=self._sleep)
+        self._asked_wait = asked_wait or (lambda response, body: None)
+        self._client: httpx.Client | None = None
+
+    def _mask(self, text: str) -> str:
+        if self.url is not None and self.url.reveal():
+            text = text.replace(self.url.reveal(), f"${self.url_env}")
+        return text
+
+    def post(self, body: bytes, *, number: int, total: int,
+             headers: Mapping[str, str] | None = None) -> None:
+        """Send one message; return once the hook accepted it, else raise DeliveryError."""
+        if self.url is None:
+            raise DeliveryError(f"environment variable {self.url_env} is not set",
+                                channel=self.channel)
+        if self._client is None:
+            self._client = make_client(self.http, transport=self._transport,
+                                       follow_redirects=False)
+        client, url = self._client, self.url.reveal()
+        sent_headers = {"Content-Type": "application/json", **(headers or {})}
+
+        def attempt(tried: int) -> None:
+            try:
+                with client.stream("POST", url, content=body, headers=sent_headers,
+                                   timeout=self.timeout) as response:
+                    # The status alone says the message was accepted; a body that cannot be
+                    # decoded must not make it count as unsent and be posted again.
+                    if response.is_success:
+                        return
+                    answer = self._mask(_answer_text(response))
+                    status = response.status_code
+            except httpx.TimeoutException as exc:
+                raise TryAgain(f"timed out after {self.timeout:g} s") from exc
+            except httpx.TransportError as exc:
+                raise TryAgain(f"{type(exc).__name__} talking to the webhook") from exc
+            problem = f"HTTP {status} {answer}".strip()
+            env = f"${self.url_env}"
+            if status in GONE_STATUSES:
+                raise DeliveryError(f"{self.service} webhook is gone ({problem}); create a new "
+                                    f"hook and set {env}", channel=self.channel, permanent=True)
+            if status in REJECTED_STATUSES:
+                raise DeliveryError(f"{self.service} rejected message {number}/{total} "
+                                    f"({problem})", channel=self.channel, permanent=True)
+            if response.is_redirect:
+                # Following would turn the POST into a GET and lose the message.
+                raise DeliveryError(
+                    f"{self.service} webhook answered HTTP {status} with a redirect; set {env} "
+                    "to the address it redirects to", channel=self.channel,
+                    permanent=status in MOVED_STATUSES)
+            if status == 429 or status >= 500:
+                wait = self._asked_wait(response, answer)
+                if wait is None:
+                    wait = parse_retry_after(response.headers.get("Retry-After"))
+                if status == 429 and wait is None:
+                    wait = 1.0
+                raise TryAgain(problem, wait=wait, status=status)
+            raise DeliveryError(f"{self.service} did not accept message {number}/{total}: "
+                                f"{problem}", channel=self.channel, permanent=True)
+
+        try:
+            with_retries(attempt, settings=self.http, sleep=self._sleep, pacer=self._pacer,
+                         what=f"channel={self.channel} message={number}/{total}")
+        except GaveUp as exc:
+            raise DeliveryError(f"{self.service} did not accept message {number}/{total}: "
+                                f"{exc.problem}", channel=self.channel) from None
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def _answer_text(response: httpx.Response) -> str:
+    """The start of an error answer's body as text; "" when the body cannot be read."""
+    head = b""
+    try:
+        for chunk in response.iter_bytes():
+            head += chunk
+            if len(head) >= 1024:
+                break
+    except (httpx.DecodingError, httpx.TransportError):
+        pass  # the status says enough
+    return head.decode("utf-8", errors="replace")[:200].strip()

@@ -1,7 +1,8 @@
 """Email over SMTP: multipart text + HTML, one connection per run.
 
-Limits: the HTML part stays under 100 KB as sent, where Gmail starts clipping a message
-(the plain-text part is not shown there and does not count).
+Options: the SMTP server, its security, ``from``, ``to``, the subject line, a
+List-Unsubscribe target. Limits: the HTML part stays under 100 KB as sent, where Gmail
+starts clipping a message (the plain-text part is not shown there and does not count).
 Secrets: the SMTP login comes from the environment variables the channel names.
 """
 
@@ -12,14 +13,16 @@ import logging
 import smtplib
 import socket
 import ssl
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, make_msgid, parseaddr
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
+from digest import options as opt
 from digest.config import ChannelSettings
 from digest.deliver.base import ChannelContext, Composed
 from digest.errors import DeliveryError
@@ -45,9 +48,111 @@ def _header_text(text: str) -> str:
     return " ".join(text.split())
 
 
+@dataclass(frozen=True)
+class EmailOptions(opt.KindOptions):
+    KEYS: ClassVar[tuple[str, ...]] = (
+        "smtp_host", "smtp_port", "security", "ca_file", "username_env", "password_env",
+        "from", "to", "subject", "unsubscribe")
+    COSMETIC: ClassVar[tuple[str, ...]] = ("subject",)
+
+    smtp_host: str = "localhost"
+    smtp_port: int = 587
+    security: str = "starttls"
+    ca_file: Path | None = None  # a private CA to trust, for an internal relay
+    username_env: str | None = None
+    password_env: str | None = None
+    sender: str = ""
+    to: tuple[str, ...] = ()
+    # {papers} is "1 new paper" / "8 new papers"; {date} is "Tue 24 Nov" in the
+    # watchlist's timezone; {count} and {iso_date} ("2026-11-24") are there too.
+    subject: str = "{watchlist}: {papers}, {date}"
+    unsubscribe: str | None = None
+    username: opt.Secret | None = None  # resolved from the environment when set
+    password: opt.Secret | None = None
+
+    @classmethod
+    def read(cls, reader: opt.OptionReader, table: Mapping[str, Any], path: str
+             ) -> EmailOptions:
+        d = cls()
+        username_env, username = reader.secret(table, "username_env", path)
+        password_env, password = reader.secret(table, "password_env", path)
+        if (username_env is None) != (password_env is None):
+            reader.problem(path, "set both username_env and password_env, or neither")
+        for key in ("from", "to"):
+            if key not in table:
+                reader.problem(f"{path}.{key}", "is required for kind email")
+        ca_file = reader.value(table, "ca_file", path, str, None)
+        return cls(
+            smtp_host=reader.value(table, "smtp_host", path, str, d.smtp_host, _smtp_host),
+            smtp_port=reader.value(table, "smtp_port", path, int, d.smtp_port,
+                                   opt.in_range(1, 65535)),
+            security=reader.value(table, "security", path, str, d.security,
+                                  opt.one_of(("starttls", "ssl", "none"))),
+            ca_file=Path(ca_file).expanduser() if ca_file else None,
+            username_env=username_env,
+            password_env=password_env,
+            sender=reader.value(table, "from", path, str, "", opt.address),
+            to=_read_recipients(reader, table, path),
+            subject=reader.value(table, "subject", path, str, d.subject, _subject),
+            unsubscribe=reader.value(table, "unsubscribe", path, str, None, _unsubscribe),
+            username=username,
+            password=password,
+        )
+
+    def local_problems(self) -> list[tuple[str, str]]:
+        if self.ca_file and not self.ca_file.is_file():
+            return [("ca_file", f"no such file: {self.ca_file}")]
+        return []
+
+    def secrets(self) -> dict[str, opt.Secret | None]:
+        needed: dict[str, opt.Secret | None] = {}
+        if self.username_env:
+            needed[self.username_env] = self.username
+        if self.password_env:
+            needed[self.password_env] = self.password
+        return needed
+
+
+def _read_recipients(reader: opt.OptionReader, table: Mapping[str, Any], path: str
+                     ) -> tuple[str, ...]:
+    to = reader.strings(table, "to", path, check=opt.address, empty="empty address")
+    # An empty list would record digests that no one can receive, and block the channel.
+    if isinstance(table.get("to"), list) and not table["to"]:
+        reader.problem(f"{path}.to", "list at least one recipient, like "
+                                     '["ml-team@example.org"]')
+    return to
+
+
+def _smtp_host(value: str) -> str | None:
+    if not value.strip() or opt.URL_JUNK.search(value):
+        return "must be a host name or address, like smtp.example.org"
+    if value.count(":") == 1:  # more than one is an IPv6 address
+        return "must be the host alone; write its port as smtp_port"
+    return None
+
+
+def _subject(value: str) -> str | None:
+    try:
+        value.format(watchlist="w", count=1, papers="1 new paper", date="d", iso_date="i")
+    except (KeyError, IndexError, ValueError) as exc:
+        return (f"unknown placeholder {exc}; use {{watchlist}}, {{papers}}, {{count}}, "
+                "{date} or {iso_date}")
+    return None
+
+
+def _unsubscribe(value: str) -> str | None:
+    """List-Unsubscribe holds a URL: mailto:, or an http(s) address readers can open."""
+    if value.lower().startswith("mailto:"):
+        return None if opt.address(value[7:].split("?", 1)[0]) is None else (
+            "the mailto: address is not an email address like list-admin@example.org")
+    if not value.lower().startswith(("http://", "https://")):
+        return "must be a mailto: or https:// URL, like mailto:list-admin@example.org"
+    return opt.url_problem(value, local=False)
+
+
 class EmailChannel:
     kind = "email"
-    secrets = ("username_env", "password_env")
+    Options: ClassVar[type[opt.KindOptions]] = EmailOptions
 
     def __init__(
         self,
@@ -57,6 +162,7 @@ class EmailChannel:
         smtp_factory: Callable[..., smtplib.SMTP] | None = None,
     ) -> None:
         self.settings = settings
+        self.options: EmailOptions = opt.options_of(settings, EmailOptions)
         self.renderer = renderer
         self._smtp_factory = smtp_factory
         self._smtp: smtplib.SMTP | None = None
@@ -70,7 +176,7 @@ class EmailChannel:
     def subject(self, digest: Digest) -> str:
         if digest.heartbeat is not None:
             return _header_text(heartbeat_subject(digest))
-        return _header_text(digest_subject(self.settings.subject, digest))
+        return _header_text(digest_subject(self.options.subject, digest))
 
     def compose(self, digest: Digest) -> Composed:
         if digest.matched is None:  # what the email leaves out is counted against this
@@ -93,25 +199,31 @@ class EmailChannel:
         payload = {
             "kind": self.kind,
             "subject": subject,
-            "from": self.settings.sender,
-            "to": list(self.settings.to),
+            "from": self.options.sender,
+            "to": list(self.options.to),
             "message": raw,
             "html": html,
         }
         return Composed(payload=payload, digest=digest)
 
+    @staticmethod
+    def outbox_files(payload: dict[str, Any]) -> dict[str, bytes]:
+        """The message as the server would receive it, and its HTML part to open."""
+        return {".eml": payload["message"].encode("utf-8", "surrogateescape"),
+                ".html": payload["html"].encode("utf-8")}
+
     def _message(self, digest: Digest, subject: str, text: str, html: str) -> EmailMessage:
         message = EmailMessage(policy=SMTP_POLICY)
-        _, sender = parseaddr(self.settings.sender)
+        _, sender = parseaddr(self.options.sender)
         domain = sender.rpartition("@")[2] or "paper-digest.invalid"
         message["Subject"] = subject
-        message["From"] = self.settings.sender
-        message["To"] = ", ".join(self.settings.to)
+        message["From"] = self.options.sender
+        message["To"] = ", ".join(self.options.to)
         message["Date"] = format_datetime(digest.created_at)
         message["Message-ID"] = make_msgid("paper-digest", domain=domain)
         message["List-Id"] = _header_text(f"{digest.watchlist} <{digest.watchlist}.paper-digest>")
-        if self.settings.unsubscribe:
-            target = self.settings.unsubscribe
+        if self.options.unsubscribe:
+            target = self.options.unsubscribe
             message["List-Unsubscribe"] = f"<{target}>"
             if target.startswith("https://"):
                 message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
@@ -124,23 +236,23 @@ class EmailChannel:
 
     def _tls(self) -> ssl.SSLContext:
         """Certificates are always verified; ca_file adds a private CA to trust."""
-        ca_file = self.settings.ca_file
+        ca_file = self.options.ca_file
         return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
 
     def _connect(self) -> smtplib.SMTP:
-        s = self.settings
+        s, o = self.settings, self.options
         factory = self._smtp_factory
         try:
             if factory is not None:
-                smtp = factory(s.smtp_host, s.smtp_port, timeout=s.timeout_seconds)
-            elif s.security == "ssl":
-                smtp = smtplib.SMTP_SSL(s.smtp_host, s.smtp_port, timeout=s.timeout_seconds,
+                smtp = factory(o.smtp_host, o.smtp_port, timeout=s.timeout_seconds)
+            elif o.security == "ssl":
+                smtp = smtplib.SMTP_SSL(o.smtp_host, o.smtp_port, timeout=s.timeout_seconds,
                                         context=self._tls())
             else:
-                smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.timeout_seconds)
+                smtp = smtplib.SMTP(o.smtp_host, o.smtp_port, timeout=s.timeout_seconds)
         except (smtplib.SMTPException, OSError) as exc:
             raise DeliveryError(
-                f"cannot connect to SMTP server {s.smtp_host}:{s.smtp_port}: {_describe(exc)}",
+                f"cannot connect to SMTP server {o.smtp_host}:{o.smtp_port}: {_describe(exc)}",
                 channel=s.name, permanent=_is_permanent(exc)) from exc
         try:
             self._greet(smtp)
@@ -151,26 +263,26 @@ class EmailChannel:
 
     def _greet(self, smtp: smtplib.SMTP) -> None:
         """EHLO, STARTTLS and login, each failure told in the channel's own terms."""
-        s = self.settings
-        where = f"{s.smtp_host}:{s.smtp_port}"
+        s, o = self.settings, self.options
+        where = f"{o.smtp_host}:{o.smtp_port}"
         try:
             smtp.ehlo()
-            if s.security == "starttls":
+            if o.security == "starttls":
                 if not smtp.has_extn("starttls"):
                     raise DeliveryError(f"SMTP server {where} does not offer STARTTLS; set "
                                         'security = "ssl" or "none"', channel=s.name)
                 smtp.starttls(context=self._tls())
                 smtp.ehlo()
-            if s.username and s.password:
+            if o.username and o.password:
                 if not smtp.has_extn("auth"):
-                    plain = " without TLS" if s.security == "none" else ""
+                    plain = " without TLS" if o.security == "none" else ""
                     raise DeliveryError(f"SMTP server {where} does not offer a login{plain}",
                                         channel=s.name)
-                smtp.login(s.username.reveal(), s.password.reveal())
+                smtp.login(o.username.reveal(), o.password.reveal())
         except smtplib.SMTPAuthenticationError as exc:
             raise DeliveryError(
                 f"SMTP login to {where} refused ({exc.smtp_code}); check "
-                f"${s.username_env} and ${s.password_env}", channel=s.name) from exc
+                f"${o.username_env} and ${o.password_env}", channel=s.name) from exc
         except (smtplib.SMTPException, OSError) as exc:
             raise DeliveryError(f"SMTP server {where} failed the greeting: {_describe(exc)}",
                                 channel=s.name, permanent=_is_permanent(exc)) from exc
@@ -185,7 +297,7 @@ class EmailChannel:
         """
         if parts_sent >= 1:
             return {}
-        refused = self._transmit(payload, list(self.settings.to))
+        refused = self._transmit(payload, list(self.options.to))
         on_part_sent(1)
         return refused
 
@@ -194,7 +306,7 @@ class EmailChannel:
 
         A recipient no longer in ``to`` is dropped rather than written to.
         """
-        current = {_addr_key(a): a for a in self.settings.to}
+        current = {_addr_key(a): a for a in self.options.to}
         outcome: RecipientOutcome = {r: ("dropped", "no longer in the channel's 'to'")
                                      for r in recipients if _addr_key(r) not in current}
         wanted = [current[_addr_key(r)] for r in recipients if _addr_key(r) in current]
@@ -217,20 +329,20 @@ class EmailChannel:
 
     def _addressed(self, payload: dict[str, Any]) -> bytes:
         """The recorded message, with From and To as the channel is configured now."""
-        s = self.settings
+        s, o = self.settings, self.options
         raw: str = payload["message"]
-        if payload.get("from") == s.sender and payload.get("to") == list(s.to):
+        if payload.get("from") == o.sender and payload.get("to") == list(o.to):
             return raw.encode("ascii", "surrogateescape")
         message = email.message_from_string(raw, policy=SMTP_POLICY)
         del message["From"]
         del message["To"]
-        message["From"] = s.sender
-        message["To"] = ", ".join(s.to)
+        message["From"] = o.sender
+        message["To"] = ", ".join(o.to)
         log.info("channel=%s digest readdressed to the current settings", s.name)
         return message.as_bytes()
 
     def _transmit(self, payload: dict[str, Any], recipients: list[str]) -> Refused:
-        s = self.settings
+        s, o = self.settings, self.options
         if not recipients:
             raise DeliveryError("the channel has no recipients ('to' is empty)", channel=s.name,
                                 permanent=True)
@@ -238,11 +350,11 @@ class EmailChannel:
             self._smtp = self._connect()
         try:
             refused = self._smtp.sendmail(
-                Address(addr_spec=parseaddr(s.sender)[1]).addr_spec,
+                Address(addr_spec=parseaddr(o.sender)[1]).addr_spec,
                 recipients, self._addressed(payload))
         except (smtplib.SMTPException, OSError) as exc:
             self._drop_connection()
-            raise DeliveryError(f"SMTP server {s.smtp_host}:{s.smtp_port} did not accept the "
+            raise DeliveryError(f"SMTP server {o.smtp_host}:{o.smtp_port} did not accept the "
                                 f"digest: {_describe(exc)}", channel=s.name,
                                 permanent=_is_permanent(exc)) from exc
         out: Refused = {}

@@ -1,15 +1,15 @@
 """The outbox: writes what a channel would send into a folder instead of sending it.
 
-Email digests become a complete ``.eml`` and an ``.html`` preview; Slack digests the JSON
-bodies the webhook would receive.
+Each channel kind says what its payload looks like on disk (``outbox_files``): an email
+is a complete ``.eml`` with an ``.html`` preview, a webhook channel the JSON bodies it
+would post, byte for byte.
 """
 
 from __future__ import annotations
 
-import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 
 def _slug(text: str) -> str:
@@ -21,19 +21,13 @@ class Outbox:
         self.directory = directory
 
     def write(self, *, digest_id: int, channel: str, watchlist: str,
-              payload: dict[str, Any]) -> list[Path]:
+              files: Mapping[str, bytes]) -> list[Path]:
+        """Write each file of one digest, named by its suffix (".eml", ".json", ...)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        stem = self.directory / f"{digest_id:04d}-{_slug(watchlist)}-{_slug(channel)}"
+        stem = f"{digest_id:04d}-{_slug(watchlist)}-{_slug(channel)}"
         written: list[Path] = []
-        if payload["kind"] == "email":
-            eml = stem.with_suffix(".eml")
-            eml.write_text(payload["message"], encoding="utf-8", newline="")
-            html = stem.with_suffix(".html")
-            html.write_text(payload["html"], encoding="utf-8")
-            written += [eml, html]
-        else:
-            body = stem.with_suffix(".json")
-            body.write_text(json.dumps(payload["messages"], indent=2, ensure_ascii=False) + "\n",
-                            encoding="utf-8")
-            written.append(body)
+        for suffix, content in files.items():
+            path = self.directory / (stem + suffix)
+            path.write_bytes(content)
+            written.append(path)
         return written

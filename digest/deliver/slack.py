@@ -1,36 +1,200 @@
 """Slack incoming webhooks: Block Kit messages, paced, Retry-After honoured.
 
-Limits: about one message per second per hook; 50 blocks a message; 3000 characters a
-section. Any 2xx means accepted, whatever the body; 404 and 410 mean the hook is gone for
-good. Secret: the webhook URL itself.
+Options: ``webhook_url_env``, the variable that holds the hook's URL (the URL is the
+secret). Limits: about one message per second per hook; 50 blocks a message; 3000
+characters a section. Any 2xx means accepted, whatever the body; 404 and 410 mean the
+hook is gone for good.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import httpx
 
+from digest import options as opt
 from digest.config import ChannelSettings, HttpSettings
-from digest.deliver.base import ChannelContext, Composed
-from digest.errors import DeliveryError
-from digest.http import Pacer, make_client, parse_retry_after, retry_wait
+from digest.deliver.base import ChannelContext, Composed, WebhookPoster
 from digest.models import Digest
-from digest.render import slack_messages
+from digest.render import (
+    PaperView,
+    day_label,
+    heartbeat_line,
+    heartbeat_subject,
+    local_time,
+    more_line,
+    paper_views,
+    plural,
+    safe_url,
+    trim,
+)
 
 log = logging.getLogger(__name__)
 
 MESSAGE_INTERVAL_SECONDS = 1.0
-GONE_STATUSES = frozenset({404, 410})
-REJECTED_STATUSES = frozenset({400, 401, 403})
+SLACK_ABSTRACT_CHARS = 280
+
+
+SLACK_MAX_BLOCKS = 50
+SLACK_MAX_SECTION_CHARS = 3000
+SLACK_MAX_TEXT_CHARS = 3000
+# Slack cuts a message's text at 40,000 characters; Mattermost allows 16,383. A message
+# holds at most 24 papers, so this lists them all unless their titles run very long.
+SLACK_MAX_FALLBACK_CHARS = 8000
+SLACK_FALLBACK_TITLE_CHARS = 150
+
+
+# mrkdwn has no escape for its formatting characters, so feed text gets look-alikes:
+# a title can then never turn bold, italic, struck-through or into code.
+_SLACK_FORMATTING = str.maketrans({"*": "\u2217", "_": "\uff3f", "~": "\u223c",
+                                   "`": "\u02cb"})
+
+
+def slack_escape(text: str) -> str:
+    """Slack's mrkdwn treats &, < and > as control characters; escape exactly those."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def slack_text(text: str) -> str:
+    """Feed text shown as text in mrkdwn: escaped, and unable to format or mention."""
+    return slack_escape(text).translate(_SLACK_FORMATTING)
+
+
+def _slack_url(url: str) -> str:
+    return url.replace("|", "%7C").replace(">", "%3E").replace("<", "%3C").replace(" ", "%20")
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def slack_links(links: tuple[tuple[str, str], ...]) -> str:
+    """'<url|PDF> · <url|HTML>': our own labels and URLs, never feed text."""
+    return " · ".join(f"<{_slack_url(url)}|{label}>" for label, url in links)
+
+
+def slack_fallback(heading: str, views: list[PaperView]) -> str:
+    """The message's plain ``text``: what notifications show, and all that Slack-compatible
+    receivers without Block Kit (Mattermost, Discord's Slack endpoint) display. Bare URLs,
+    which every one of them turns into links."""
+    lines = [heading]
+    for view in views:
+        line = f"{view.rank}. {_clip(view.title, SLACK_FALLBACK_TITLE_CHARS)}"
+        lines.append(slack_text(f"{line} {view.url}" if view.url else line))
+    text = "\n".join(lines)
+    if len(text) > SLACK_MAX_FALLBACK_CHARS:
+        text = text[:SLACK_MAX_FALLBACK_CHARS].rsplit("\n", 1)[0] + "\n…"
+    return text
+
+
+def slack_messages(digest: Digest) -> list[dict[str, Any]]:
+    """Block Kit messages for one digest, split so that each stays within Slack's limits."""
+    if digest.heartbeat is not None:
+        return [slack_heartbeat(digest)]
+    views = paper_views(digest)
+    day = day_label(local_time(digest.created_at, digest.timezone))
+    heading = f"{digest.watchlist}: {plural(len(views), 'new paper')}, {day}"
+    paper_blocks: list[list[dict[str, Any]]] = []
+    for view in views:
+        meta = " · ".join(x for x in (view.authors, *view.meta, *view.remarks) if x)
+        title = (f"<{_slack_url(view.url)}|{slack_text(view.title)}>" if view.url
+                 else slack_text(view.title))
+        summary = f"_{view.summary_label}:_ {slack_text(view.summary)}\n" if view.summary else ""
+        # The title links the abstract; the row holds the other places to read it. The
+        # abstract gives up room so the row is never cut.
+        reading = slack_links(tuple(link for link in view.paper_links if link[1] != view.url))
+        body = (f"*{view.rank}. {title}*\n{slack_text(meta)}\n{summary}"
+                f"{slack_text(trim(view.abstract, SLACK_ABSTRACT_CHARS))}")
+        body = (_clip(body, SLACK_MAX_SECTION_CHARS - len(reading) - 1) + "\n" + reading
+                if reading else _clip(body, SLACK_MAX_SECTION_CHARS))
+        why = "Why: " + "; ".join(view.reasons)
+        # The links go under the reasons; the reasons give up room so no link is ever cut.
+        links = slack_links(view.links)
+        small = (_clip(slack_text(why), SLACK_MAX_TEXT_CHARS - len(links) - 1) + "\n" + links
+                 if links else _clip(slack_text(why), SLACK_MAX_TEXT_CHARS))
+        paper_blocks.append([
+            {"type": "section", "text": {"type": "mrkdwn", "text": body}},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": small}]},
+        ])
+    notes = [{"type": "context", "elements": [
+        {"type": "mrkdwn", "text": _clip(slack_text(" ".join(digest.notes)),
+                                         SLACK_MAX_TEXT_CHARS)}]}] if digest.notes else []
+    more = more_line(digest)
+    if more and digest.more_url and safe_url(digest.more_url):
+        more = f"<{_slack_url(safe_url(digest.more_url))}|{slack_text(more)}>"
+    elif more:
+        more = slack_text(more)
+    tail = [{"type": "context", "elements": [{"type": "mrkdwn", "text": more}]}] if more else []
+    room = SLACK_MAX_BLOCKS - 1 - len(notes)  # every message has a header, and the notes
+    messages: list[list[dict[str, Any]]] = [[]]
+    shown: list[list[PaperView]] = [[]]
+    for view, blocks in zip(views, paper_blocks, strict=True):
+        if len(messages[-1]) + len(blocks) > room:
+            messages.append([])
+            shown.append([])
+        messages[-1].extend(blocks)
+        shown[-1].append(view)
+    if tail and len(messages[-1]) + len(tail) > room:
+        messages.append([])
+        shown.append([])
+    messages[-1].extend(tail)
+    out = []
+    for number, (blocks, papers) in enumerate(zip(messages, shown, strict=True), start=1):
+        title = heading if len(messages) == 1 else f"{heading} ({number}/{len(messages)})"
+        header = {"type": "header",
+                  "text": {"type": "plain_text", "text": _clip(title, 150), "emoji": True}}
+        fallback = slack_fallback(slack_escape(title), papers)
+        if more and number == len(messages):
+            fallback += "\n" + slack_text(more_line(digest))
+        out.append({"text": fallback, "blocks": [header, *notes, *blocks]})
+    return out
+
+
+def slack_heartbeat(digest: Digest) -> dict[str, Any]:
+    """A heartbeat in Slack: one section, its notes under the line."""
+    text = slack_text(f"{digest.watchlist} · {heartbeat_line(digest)}")
+    if digest.notes:
+        text += "\n" + slack_text(" ".join(digest.notes))
+    return {"text": slack_escape(heartbeat_subject(digest)),
+            "blocks": [{"type": "section",
+                        "text": {"type": "mrkdwn", "text": _clip(text, SLACK_MAX_SECTION_CHARS)}}]}
+
+
+def webhook_problem(value: str) -> list[str]:
+    """Why a webhook URL cannot be posted to, without quoting it (it is the secret)."""
+    return ["$ is not a valid webhook URL (https://host/path, port 1-65535)"] \
+        if opt.url_problem(value, local=False) else []
+
+
+@dataclass(frozen=True)
+class SlackOptions(opt.KindOptions):
+    KEYS: ClassVar[tuple[str, ...]] = ("webhook_url_env",)
+
+    webhook_url_env: str = ""
+    webhook_url: opt.Secret | None = None  # resolved from the environment when set
+
+    @classmethod
+    def read(cls, reader: opt.OptionReader, table: Mapping[str, Any], path: str
+             ) -> SlackOptions:
+        env, url = reader.secret(table, "webhook_url_env", path, required=True)
+        return cls(webhook_url_env=env or "", webhook_url=url)
+
+    def secrets(self) -> dict[str, opt.Secret | None]:
+        return {self.webhook_url_env: self.webhook_url}
+
+    def secret_problems(self) -> list[str]:
+        url = self.webhook_url.reveal() if self.webhook_url else ""
+        return [problem.replace("$", f"${self.webhook_url_env}", 1)
+                for problem in webhook_problem(url)]
 
 
 class SlackChannel:
     kind = "slack"
-    secrets = ("webhook_url_env",)
+    Options: ClassVar[type[opt.KindOptions]] = SlackOptions
 
     def __init__(
         self,
@@ -42,11 +206,11 @@ class SlackChannel:
         interval: float = MESSAGE_INTERVAL_SECONDS,
     ) -> None:
         self.settings = settings
-        self.http = http
-        self._transport = transport
-        self._sleep = sleep or time.sleep
-        self._pacer = Pacer(interval, sleep=self._sleep)
-        self._client: httpx.Client | None = None
+        options: SlackOptions = opt.options_of(settings, SlackOptions)
+        self._poster = WebhookPoster(
+            channel=settings.name, service="Slack", url=options.webhook_url,
+            url_env=options.webhook_url_env, http=http, timeout=settings.timeout_seconds,
+            interval=interval, transport=transport, sleep=sleep)
 
     @classmethod
     def create(cls, settings: ChannelSettings, context: ChannelContext) -> SlackChannel:
@@ -57,82 +221,23 @@ class SlackChannel:
         return Composed(payload={"kind": self.kind, "messages": slack_messages(digest)},
                         digest=digest)
 
+    @staticmethod
+    def outbox_files(payload: dict[str, Any]) -> dict[str, bytes]:
+        """The JSON bodies the hook would receive, in order."""
+        return {".json": json_lines(payload["messages"])}
+
     def send(self, payload: dict[str, Any], *, parts_sent: int = 0,
              on_part_sent: Callable[[int], None] = lambda n: None) -> None:
-        if self.settings.webhook_url is None:
-            raise DeliveryError(f"environment variable {self.settings.webhook_url_env} is not "
-                                "set", channel=self.settings.name)
-        if self._client is None:
-            self._client = make_client(self.http, transport=self._transport)
         messages = payload["messages"]
         for number in range(parts_sent, len(messages)):
-            self._post(messages[number], number + 1, len(messages))
+            self._poster.post(json.dumps(messages[number]).encode(), number=number + 1,
+                              total=len(messages))
             on_part_sent(number + 1)
 
-    def _post(self, message: dict[str, Any], number: int, total: int) -> None:
-        assert self._client is not None and self.settings.webhook_url is not None
-        name = self.settings.name
-        attempts = self.http.max_retries + 1
-        problem = ""
-        for attempt in range(1, attempts + 1):
-            self._pacer.wait()
-            wait: float | None = None
-            try:
-                with self._client.stream("POST", self.settings.webhook_url.reveal(),
-                                         json=message,
-                                         timeout=self.settings.timeout_seconds) as response:
-                    # The status alone says the message was accepted; a body that cannot be
-                    # decoded must not make it count as unsent and be posted again.
-                    if response.is_success:
-                        return
-                    # A server may quote the request URL back, and the URL is the secret.
-                    body = _answer_text(response).replace(
-                        self.settings.webhook_url.reveal(), f"${self.settings.webhook_url_env}")
-            except httpx.TimeoutException:
-                problem = f"timed out after {self.settings.timeout_seconds:g} s"
-            except httpx.TransportError as exc:
-                problem = f"{type(exc).__name__} talking to the webhook"
-            except httpx.TooManyRedirects:
-                problem = (f"too many redirects (more than {self._client.max_redirects}), "
-                           "likely a redirect loop")
-                break  # the same loop again within the run would not help
-            else:
-                problem = f"HTTP {response.status_code} {body}".strip()
-                if response.status_code in GONE_STATUSES:
-                    raise DeliveryError(f"Slack webhook is gone ({problem}); create a new "
-                                        f"hook and set ${self.settings.webhook_url_env}",
-                                        channel=name, permanent=True)
-                if response.status_code in REJECTED_STATUSES:
-                    raise DeliveryError(f"Slack rejected message {number}/{total} ({problem})",
-                                        channel=name, permanent=True)
-                if response.status_code == 429:
-                    wait = parse_retry_after(response.headers.get("Retry-After")) or 1.0
-            if attempt == attempts:
-                break
-            wait = retry_wait(self.http, attempt, wait)
-            if wait > self.http.max_retry_after_seconds:
-                problem += f" (asked to wait {wait:g} s)"
-                break
-            log.info("channel=%s message=%d/%d retry attempt=%d wait=%.1fs problem=%r", name,
-                     number, total, attempt, wait, problem)
-            self._sleep(wait)
-        raise DeliveryError(f"Slack did not accept message {number}/{total}: {problem}",
-                            channel=name)
-
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self._poster.close()
 
 
-def _answer_text(response: httpx.Response) -> str:
-    """The start of an error answer's body as text; "" when the body cannot be read."""
-    head = b""
-    try:
-        for chunk in response.iter_bytes():
-            head += chunk
-            if len(head) >= 1024:
-                break
-    except (httpx.DecodingError, httpx.TransportError):
-        pass  # the status says enough
-    return head.decode("utf-8", errors="replace")[:200].strip()
+def json_lines(messages: list[Any]) -> bytes:
+    """Several messages as one readable JSON file: a list, indented."""
+    return (json.dumps(messages, indent=2, ensure_ascii=False) + "\n").encode()

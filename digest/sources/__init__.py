@@ -5,16 +5,18 @@ Adding a kind is one module, one test file and one line in ``SOURCES``.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from digest.config import SourceSettings
 from digest.http import Fetcher
+from digest.options import KindOptions
 from digest.sources import arxiv_api, arxiv_rss, feed, hf_daily
 from digest.sources.base import Batch, SourceState
 
 
 class Source(Protocol):
     kind: str
+    Options: ClassVar[type[KindOptions]]  # the kind's own keys, checked and typed
 
     def __init__(self, settings: SourceSettings) -> None: ...
 

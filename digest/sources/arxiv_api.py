@@ -7,11 +7,14 @@ http ids, ``scheme`` on primary_category) are read by the same code.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from lxml import etree
 
-from digest.config import ARXIV_API_MAX_RESULTS, SourceSettings
+from digest import options as opt
+from digest.config import SourceSettings
 from digest.errors import ParseError
 from digest.http import Fetcher, is_local
 from digest.models import Paper, paper_key, parse_arxiv_id
@@ -20,6 +23,7 @@ from digest.sources.base import Batch, SourceState, clean_text, parse_timestamp,
 log = logging.getLogger(__name__)
 
 BASE_URL = "https://export.arxiv.org/api/query"
+MAX_RESULTS_PER_CALL = 2000  # arXiv's documented ceiling for one call
 NS = {
     "atom": "http://www.w3.org/2005/Atom",
     "arxiv": "http://arxiv.org/schemas/atom",
@@ -124,29 +128,57 @@ def lookup(
     return papers
 
 
+@dataclass(frozen=True)
+class ArxivApiOptions(opt.KindOptions):
+    KEYS: ClassVar[tuple[str, ...]] = ("query", "max_results", "page_size", "sort_by")
+
+    query: str = ""
+    max_results: int = 200
+    page_size: int = 100
+    sort_by: str = "submittedDate"
+
+    @classmethod
+    def read(cls, reader: opt.OptionReader, table: Mapping[str, Any], path: str
+             ) -> ArxivApiOptions:
+        d = cls()
+        return cls(
+            query=reader.value(table, "query", path, str, opt.MISSING,
+                               lambda v: None if v.strip() else "empty query") or "",
+            max_results=reader.value(table, "max_results", path, int, d.max_results,
+                                     opt.in_range(1, 30000)),
+            page_size=reader.value(table, "page_size", path, int, d.page_size,
+                                   opt.in_range(1, MAX_RESULTS_PER_CALL)),
+            sort_by=reader.value(table, "sort_by", path, str, d.sort_by,
+                                 opt.one_of(("submittedDate", "lastUpdatedDate", "relevance"))),
+        )
+
+
 class ArxivApiSource:
     """A standing query, newest first, read in pages of at most 2000 results."""
 
     kind = "arxiv_api"
+    Options: ClassVar[type[opt.KindOptions]] = ArxivApiOptions
 
     def __init__(self, settings: SourceSettings) -> None:
         self.settings = settings
+        self.options: ArxivApiOptions = opt.options_of(settings, ArxivApiOptions)
         self.url = settings.url or BASE_URL
 
     def fetch(self, fetcher: Fetcher, state: SourceState) -> Batch:
-        wanted = self.settings.max_results
-        page_size = min(self.settings.page_size, ARXIV_API_MAX_RESULTS, wanted)
+        wanted = self.options.max_results
+        page_size = min(self.options.page_size, MAX_RESULTS_PER_CALL, wanted)
         papers: list[Paper] = []
         start = 0
         while start < wanted:
             params: dict[str, str | int] = {
-                "search_query": self.settings.query or "",
+                "search_query": self.options.query,
                 "start": start,
                 "max_results": min(page_size, wanted - start),
-                "sortBy": self.settings.sort_by,
+                "sortBy": self.options.sort_by,
                 "sortOrder": "descending",
             }
-            fetched = fetcher.get(self.url, params=params, source=self.settings.name)
+            fetched = fetcher.get(self.url, params=params, source=self.settings.name,
+                                  headers=self.settings.request_headers())
             page, total = parse(fetched.content, source=self.settings.name)
             papers.extend(page)
             log.info("arxiv_api source=%s start=%d got=%d total=%s", self.settings.name,

@@ -8,11 +8,14 @@ reports an empty listing as it is, and the pipeline judges it against arXiv's ca
 from __future__ import annotations
 
 import re
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
 
 from lxml import etree
 
-from digest.config import SourceSettings, arxiv_archives
+from digest import options as opt
+from digest.config import SourceSettings, arxiv_archives, listing_category
 from digest.errors import ParseError
 from digest.http import Fetcher
 from digest.models import Paper, paper_key, parse_arxiv_id
@@ -104,22 +107,48 @@ def _item(item: etree._Element, source: str) -> Paper:
     )
 
 
+ANNOUNCE_TYPES = ("new", "cross", "replace", "replace-cross")
+
+
+@dataclass(frozen=True)
+class ArxivRssOptions(opt.KindOptions):
+    KEYS: ClassVar[tuple[str, ...]] = ("categories", "announce_types")
+
+    categories: tuple[str, ...] = ()
+    announce_types: tuple[str, ...] = ("new", "cross")
+
+    @classmethod
+    def read(cls, reader: opt.OptionReader, table: Mapping[str, Any], path: str
+             ) -> ArxivRssOptions:
+        # A url or categories written but refused already have their own problem.
+        if not table.get("categories") and "url" not in table:
+            reader.problem(f"{path}.categories", "list at least one arXiv category, like cs.CL")
+        return cls(
+            categories=reader.strings(table, "categories", path, check=listing_category),
+            announce_types=reader.strings(table, "announce_types", path,
+                                          cls.announce_types, check=opt.one_of(ANNOUNCE_TYPES)),
+        )
+
+
 class ArxivRssSource:
     """A daily listing for one or more categories; keeps the announce types asked for."""
 
     kind = "arxiv_rss"
+    Options: ClassVar[type[opt.KindOptions]] = ArxivRssOptions
 
     def __init__(self, settings: SourceSettings) -> None:
         self.settings = settings
-        self.url = settings.url or listing_url(settings.categories)
+        self.options: ArxivRssOptions = opt.options_of(settings, ArxivRssOptions)
+        self.url = settings.url or listing_url(self.options.categories)
 
     def fetch(self, fetcher: Fetcher, state: SourceState) -> Batch:
         fetched = fetcher.get(self.url, etag=state.etag, last_modified=state.last_modified,
-                              source=self.settings.name)
+                              source=self.settings.name,
+                              headers=self.settings.request_headers())
         if fetched.not_modified:
             return Batch(state=state, not_modified=True)
         papers = parse(fetched.content, source=self.settings.name)
-        wanted = set(self.settings.announce_types)
+        wanted = set(self.options.announce_types)
         kept = [p for p in papers if p.announce_type in wanted]
         return Batch(papers=kept, skipped=len(papers) - len(kept),
                      state=SourceState(etag=fetched.etag, last_modified=fetched.last_modified))

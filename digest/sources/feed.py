@@ -7,11 +7,14 @@ found in links, guids or dc:identifier give papers the same identity as elsewher
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import feedparser
 
+from digest import options as opt
 from digest.config import SourceSettings
 from digest.errors import ParseError
 from digest.http import Fetcher
@@ -160,10 +163,23 @@ def _json_item(item: dict[str, Any], feed_authors: tuple[str, ...], source: str)
     )
 
 
+@dataclass(frozen=True)
+class FeedOptions(opt.KindOptions):
+    """A feed has nothing of its own beyond the shared keys; its url is required."""
+
+    @classmethod
+    def read(cls, reader: opt.OptionReader, table: Mapping[str, Any], path: str
+             ) -> FeedOptions:
+        if "url" not in table:
+            reader.problem(f"{path}.url", "is required for kind feed")
+        return cls()
+
+
 class FeedSource:
     """A generic feed, fetched with conditional requests (ETag / Last-Modified)."""
 
     kind = "feed"
+    Options: ClassVar[type[opt.KindOptions]] = FeedOptions
 
     def __init__(self, settings: SourceSettings) -> None:
         self.settings = settings
@@ -171,7 +187,8 @@ class FeedSource:
 
     def fetch(self, fetcher: Fetcher, state: SourceState) -> Batch:
         fetched = fetcher.get(self.url, etag=state.etag, last_modified=state.last_modified,
-                              source=self.settings.name)
+                              source=self.settings.name,
+                              headers=self.settings.request_headers())
         if fetched.not_modified:
             return Batch(state=state, not_modified=True)
         return Batch(papers=parse(fetched.content, source=self.settings.name),

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+from digest import options as opt
 from digest.config import SourceSettings
 from digest.errors import ParseError
 from digest.http import Fetcher
@@ -125,19 +128,40 @@ def _paper(entry: dict[str, Any], source: str) -> Paper | None:
     )
 
 
+def _date_setting(value: str) -> str | None:
+    if value == "latest" or re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        return None
+    return "must be 'latest' or a date YYYY-MM-DD"
+
+
+@dataclass(frozen=True)
+class HuggingFaceDailyOptions(opt.KindOptions):
+    KEYS: ClassVar[tuple[str, ...]] = ("date",)
+
+    date: str = "latest"
+
+    @classmethod
+    def read(cls, reader: opt.OptionReader, table: Mapping[str, Any], path: str
+             ) -> HuggingFaceDailyOptions:
+        return cls(date=reader.value(table, "date", path, str, cls.date, _date_setting))
+
+
 class HuggingFaceDailySource:
     """One day of Daily Papers; the latest day unless a date is set."""
 
     kind = "hf_daily"
+    Options: ClassVar[type[opt.KindOptions]] = HuggingFaceDailyOptions
 
     def __init__(self, settings: SourceSettings) -> None:
         self.settings = settings
+        self.options: HuggingFaceDailyOptions = opt.options_of(settings, HuggingFaceDailyOptions)
         self.url = settings.url or BASE_URL
 
     def fetch(self, fetcher: Fetcher, state: SourceState) -> Batch:
         params: dict[str, str | int] = {}
-        if self.settings.date != "latest":
-            params["date"] = self.settings.date
-        fetched = fetcher.get(self.url, params=params or None, source=self.settings.name)
-        return Batch(papers=parse(fetched.content, date=self.settings.date,
+        if self.options.date != "latest":
+            params["date"] = self.options.date
+        fetched = fetcher.get(self.url, params=params or None, source=self.settings.name,
+                              headers=self.settings.request_headers())
+        return Batch(papers=parse(fetched.content, date=self.options.date,
                                   source=self.settings.name))
