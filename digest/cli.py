@@ -331,8 +331,10 @@ def _context_value(raw: str) -> Any:
 
 
 def _redact_secrets_in_logs(settings: Settings) -> None:
-    secrets = [value.reveal() for entry in (*settings.channels.values(), *settings.sources)
-               for value in entry.secret_envs().values() if value and value.reveal()]
+    needed = [*(c.secret_envs() for c in settings.channels.values()),
+              *(s.secret_envs() for s in settings.sources)]
+    secrets = [value.reveal() for envs in needed for value in envs.values()
+               if value and value.reveal()]
     if settings.web.secret and settings.web.secret.reveal():
         secrets.append(settings.web.secret.reveal())
     for handler in logging.getLogger().handlers:
