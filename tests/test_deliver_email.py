@@ -25,7 +25,7 @@ def settings(**fields) -> ChannelSettings:
             "unsubscribe": "mailto:admin@example.org?subject=unsubscribe"}
     timeout = {"timeout_seconds": fields.pop("timeout_seconds")} if "timeout_seconds" in fields \
         else {}
-    name, kind = base.pop("name"), base.pop("kind")
+    name, kind = fields.pop("name", base.pop("name")), base.pop("kind")
     return ChannelSettings(name=name, kind=kind, options=EmailOptions(**{**base, **fields}),
                            **timeout)
 

@@ -27,6 +27,8 @@ class ChannelContext:
     transport: httpx.BaseTransport | None = None  # HTTP seam (webhooks)
     smtp_factory: Callable[..., Any] | None = None  # SMTP seam
     sleep: Callable[[float], None] | None = None  # clock seam for pacing and Retry-After
+    # What the channels of one run share, by kind (the email kind's SMTP sessions).
+    shared: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Email over SMTP: multipart text + HTML, one connection per run.
+"""Email over SMTP: multipart text + HTML; channels on one server share its connection.
 
 Options: the SMTP server, its security, ``from``, ``to``, the subject line, a
 List-Unsubscribe target. Limits: the HTML part stays under 100 KB as sent, where Gmail
@@ -150,6 +150,50 @@ def _unsubscribe(value: str) -> str | None:
     return opt.url_problem(value, local=False)
 
 
+SmtpKey = tuple[Any, ...]
+
+
+class SmtpConnections:
+    """The SMTP sessions of one run, shared by every channel that reaches the same server
+    with the same security and login: a thousand channels on one relay open one session."""
+
+    def __init__(self) -> None:
+        self._open: dict[SmtpKey, smtplib.SMTP] = {}
+        self._users: dict[SmtpKey, int] = {}
+
+    def join(self, key: SmtpKey) -> None:
+        self._users[key] = self._users.get(key, 0) + 1
+
+    def get(self, key: SmtpKey, connect: Callable[[], smtplib.SMTP]) -> tuple[smtplib.SMTP, bool]:
+        """The open session for ``key`` and False, or a new one and True."""
+        if key in self._open:
+            return self._open[key], False
+        self._open[key] = connect()
+        return self._open[key], True
+
+    def discard(self, key: SmtpKey) -> None:
+        """Forget a session that failed; the next message opens a new one."""
+        smtp = self._open.pop(key, None)
+        if smtp is not None:
+            try:
+                smtp.close()
+            except OSError:
+                pass
+
+    def leave(self, key: SmtpKey) -> None:
+        """One channel is done; the last one to leave says QUIT."""
+        self._users[key] = self._users.get(key, 1) - 1
+        if self._users[key] > 0:
+            return
+        smtp = self._open.get(key)
+        if smtp is not None:
+            try:
+                smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
+        self.discard(key)
+
+
 class EmailChannel:
     kind = "email"
     Options: ClassVar[type[opt.KindOptions]] = EmailOptions
@@ -160,16 +204,23 @@ class EmailChannel:
         *,
         renderer: Renderer,
         smtp_factory: Callable[..., smtplib.SMTP] | None = None,
+        connections: SmtpConnections | None = None,
     ) -> None:
         self.settings = settings
         self.options: EmailOptions = opt.options_of(settings, EmailOptions)
         self.renderer = renderer
         self._smtp_factory = smtp_factory
-        self._smtp: smtplib.SMTP | None = None
+        self._connections = connections if connections is not None else SmtpConnections()
+        o = self.options
+        self._key: SmtpKey = (id(smtp_factory), o.smtp_host.lower(), o.smtp_port, o.security,
+                              o.ca_file, o.username, o.password)
+        self._joined = False
 
     @classmethod
     def create(cls, settings: ChannelSettings, context: ChannelContext) -> EmailChannel:
-        return cls(settings, renderer=context.renderer, smtp_factory=context.smtp_factory)
+        shared = context.shared.setdefault("smtp", SmtpConnections())
+        return cls(settings, renderer=context.renderer, smtp_factory=context.smtp_factory,
+                   connections=shared)
 
     # ---------------------------------------------------------------- compose
 
@@ -346,14 +397,25 @@ class EmailChannel:
         if not recipients:
             raise DeliveryError("the channel has no recipients ('to' is empty)", channel=s.name,
                                 permanent=True)
-        if self._smtp is None:
-            self._smtp = self._connect()
+        if not self._joined:
+            self._connections.join(self._key)
+            self._joined = True
+        sender = Address(addr_spec=parseaddr(o.sender)[1]).addr_spec
+        message = self._addressed(payload)
+        smtp, fresh = self._connections.get(self._key, self._connect)
         try:
-            refused = self._smtp.sendmail(
-                Address(addr_spec=parseaddr(o.sender)[1]).addr_spec,
-                recipients, self._addressed(payload))
+            try:
+                refused = smtp.sendmail(sender, recipients, message)
+            except (smtplib.SMTPServerDisconnected, ConnectionError):
+                if fresh:
+                    raise
+                # A session opened for an earlier message may have been closed by the
+                # server (idle time, a message limit): one new session, one more try.
+                self._connections.discard(self._key)
+                smtp, fresh = self._connections.get(self._key, self._connect)
+                refused = smtp.sendmail(sender, recipients, message)
         except (smtplib.SMTPException, OSError) as exc:
-            self._drop_connection()
+            self._connections.discard(self._key)
             raise DeliveryError(f"SMTP server {o.smtp_host}:{o.smtp_port} did not accept the "
                                 f"digest: {_describe(exc)}", channel=s.name,
                                 permanent=_is_permanent(exc)) from exc
@@ -366,21 +428,10 @@ class EmailChannel:
                         "; ".join(f"{r} ({why})" for r, (_, why) in sorted(out.items())))
         return out
 
-    def _drop_connection(self) -> None:
-        if self._smtp is not None:
-            try:
-                self._smtp.close()
-            except OSError:
-                pass
-            self._smtp = None
-
     def close(self) -> None:
-        if self._smtp is not None:
-            try:
-                self._smtp.quit()
-            except (smtplib.SMTPException, OSError):
-                pass
-            self._drop_connection()
+        if self._joined:
+            self._joined = False
+            self._connections.leave(self._key)
 
 
 def html_bytes(message: EmailMessage) -> int:
