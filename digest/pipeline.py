@@ -848,14 +848,15 @@ def _deliver(
         progress(f"scoring {len(recent)} papers against {len(selected)} watchlist"
                  f"{'s' if len(selected) != 1 else ''}")
         scored = matcher.match_many(recent, now=seams.now())
+        candidates = store.candidates(since)  # for all channels at once
         notes = source_notes(settings, store) + run_notes(report)
         for watchlist_settings in selected:
             name = watchlist_settings.name
             summary = WatchlistReport(name=name, recent=len(recent), matched=len(scored[name]))
             report.watchlists.append(summary)
             for channel_name in watchlist_settings.channels:
-                open_keys = store.candidate_keys(channel_name, since)
-                ranked = rank(m for m in scored[name] if m.paper.key in open_keys)
+                ranked = rank(m for m in scored[name]
+                              if candidates.open(channel_name, m.paper.key))
                 summary.unsent = max(summary.unsent, len(ranked))
                 matched = len(ranked)
                 matches = ranked[: watchlist_settings.max_papers]
@@ -902,6 +903,7 @@ def _deliver(
                         composed.digest, composed.payload, more.at, digest_id=more.digest_id,
                         left_out=left_out(ranked, len(composed.digest.matches), others))
                 keys = tuple(m.paper.key for m in composed.digest.matches)
+                candidates.queued(channel_name, keys)
                 send(OpenDigest(id=digest_id, channel=channel_name, watchlist=name,
                                 status="pending", payload=composed.payload, parts_sent=0,
                                 attempts=0, paper_keys=keys), resent=False)

@@ -137,3 +137,33 @@ def test_run_lock_is_exclusive(tmp_path):
                     pass
         with second.run_lock():  # released when the first run ends
             pass
+
+
+def test_candidates_for_all_channels_equal_the_per_channel_query(store):
+    """The set-based selection a run uses says exactly what the per-channel query says."""
+    store.record_batch("arxiv", [paper(f"2611.{i}") for i in range(12)], SourceState(), NOW)
+    store.record_batch("arxiv", [paper("2501.1")], SourceState(), NOW - timedelta(days=30))
+    store.record_references([paper("2611.99")], NOW)  # a seed: never news
+    keys = [f"arxiv:2611.{i}" for i in range(12)]
+    sent = _digest(store, "mail", keys[0], keys[1])
+    store.mark_sent(sent, NOW)
+    _digest(store, "mail", keys[2])  # queued
+    failed = _digest(store, "slack", keys[3])
+    store.mark_failed(failed, "hook gone", permanent=True, now=NOW)
+    dropped = _digest(store, "slack", keys[4])
+    store.drop([dropped], skip=False, now=NOW)  # due again
+    skipped = _digest(store, "mail", keys[5])
+    store.drop([skipped], skip=True, now=NOW)  # settled: never sent there
+    partly = _digest(store, "teams", keys[6], keys[7])
+    store.mark_part_sent(partly, 1, NOW)
+    since = NOW - timedelta(days=7)
+    candidates = store.candidates(since)
+    for channel in ("mail", "slack", "teams", "never-used"):
+        assert candidates.for_channel(channel) == store.candidate_keys(channel, since)
+        assert {k for k in keys + ["arxiv:2611.99", "arxiv:2501.1"]
+                if candidates.open(channel, k)} == store.candidate_keys(channel, since)
+    assert candidates.for_channel("mail") == set(keys) - {keys[0], keys[1], keys[2], keys[5]}
+    # What a run queues is no longer open for that channel, as the query would then say.
+    _digest(store, "mail", keys[8])
+    candidates.queued("mail", [keys[8]])
+    assert candidates.for_channel("mail") == store.candidate_keys("mail", since)

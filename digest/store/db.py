@@ -119,6 +119,24 @@ def describe_store_error(path: Path | None, exc: BaseException) -> str:
     return f"{where}: {text}"
 
 
+@dataclass
+class Candidates:
+    """The papers of a window each channel may still be sent: listed by a source, and not
+    delivered, queued or settled for that channel. A run adds what it queues as it goes."""
+
+    listed: set[str]
+    had: dict[str, set[str]]
+
+    def for_channel(self, channel: str) -> set[str]:
+        return self.listed - self.had.get(channel, set())
+
+    def open(self, channel: str, key: str) -> bool:
+        return key in self.listed and key not in self.had.get(channel, ())
+
+    def queued(self, channel: str, keys: Iterable[str]) -> None:
+        self.had.setdefault(channel, set()).update(keys)
+
+
 class Store:
     def __init__(self, db: sqlite_utils.Database, path: Path | None = None) -> None:
         self.db = db
@@ -579,6 +597,34 @@ class Store:
             [_iso(since), channel, channel, channel],
         )
         return {row[0] for row in rows}
+
+    def candidates(self, since: datetime) -> Candidates:
+        """What ``candidate_keys`` says, for every channel at once, in three set queries.
+
+        A run asks this once: its cost follows the window's papers and what was delivered
+        or queued from them, not the number of channels.
+        """
+        stamp = _iso(since)
+        listed = {row[0] for row in self.db.execute(
+            """SELECT p.key FROM papers p WHERE p.first_seen >= ?
+                 AND EXISTS (SELECT 1 FROM sightings s WHERE s.paper_key = p.key)""",
+            [stamp])}
+        had: dict[str, set[str]] = {}
+        rows = self.db.execute(
+            """SELECT d.channel, d.paper_key FROM deliveries d
+                 JOIN papers p ON p.key = d.paper_key WHERE p.first_seen >= ?
+               UNION ALL
+               SELECT g.channel, dp.paper_key FROM digest_papers dp
+                 JOIN digests g ON g.id = dp.digest_id
+                 JOIN papers p ON p.key = dp.paper_key
+                WHERE p.first_seen >= ? AND g.status != 'sent' AND g.dropped_at IS NULL
+               UNION ALL
+               SELECT s.channel, s.paper_key FROM settled_papers s
+                 JOIN papers p ON p.key = s.paper_key WHERE p.first_seen >= ?""",
+            [stamp, stamp, stamp])
+        for channel, key in rows:
+            had.setdefault(channel, set()).add(key)
+        return Candidates(listed=listed, had=had)
 
     # ------------------------------------------------------------------ digests
 
