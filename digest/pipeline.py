@@ -108,7 +108,7 @@ def _check_stop(seams: Seams) -> None:
 def default_channel(settings: Settings, seams: Seams) -> ChannelFactory:
     context = ChannelContext(http=settings.http, renderer=seams.renderer,
                              transport=seams.transport, smtp_factory=seams.smtp_factory,
-                             sleep=seams.sleep)
+                             sleep=seams.sleep, web_base_url=settings.web.base_url)
     return lambda channel: CHANNELS[channel.kind].create(channel, context)
 
 

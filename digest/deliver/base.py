@@ -27,6 +27,7 @@ class ChannelContext:
     transport: httpx.BaseTransport | None = None  # HTTP seam (webhooks)
     smtp_factory: Callable[..., Any] | None = None  # SMTP seam
     sleep: Callable[[float], None] | None = None  # clock seam for pacing and Retry-After
+    web_base_url: str | None = None  # [web] base_url: where the web app is reached
     # What the channels of one run share, by kind (the email kind's SMTP sessions).
     shared: dict[str, Any] = dataclasses.field(default_factory=dict)
 

@@ -7,11 +7,14 @@ scripts. Nothing is shown without a valid signature.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from email.utils import formatdate, parsedate_to_datetime
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +28,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from digest.config import MIN_SECRET_CHARS, Settings
+from digest.deliver.feed_files import served_feeds
 from digest.errors import ConfigError, StoreError
 from digest.feedback import MAX_TOKEN_CHARS, LinkSigner, RatingLink
 from digest.models import Paper
@@ -199,6 +203,25 @@ def create_app(settings: Settings, *, now: Callable[[], datetime] = lambda: date
     def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
 
+    feeds = served_feeds(settings)
+
+    def feed_file(request: Request) -> Response:
+        # Only the exact names of configured feeds: no path is ever built from the request.
+        found = feeds.get(request.path_params["name"])
+        if found is None:
+            raise HTTPException(404)
+        path, media_type = found
+        try:
+            with path.open("rb") as handle:
+                body, modified = handle.read(), int(os.fstat(handle.fileno()).st_mtime)
+        except FileNotFoundError:
+            raise HTTPException(404) from None  # nothing delivered to it yet
+        headers = {"ETag": f'"{hashlib.sha256(body).hexdigest()[:32]}"',
+                   "Last-Modified": formatdate(modified, usegmt=True)}
+        if _not_modified(request, headers["ETag"], modified):
+            return Response(status_code=304, headers=headers)
+        return Response(body, media_type=media_type, headers=headers)
+
     def page_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, PageError)
         return page(request, "message.html.j2", status=exc.status, heading=exc.heading,
@@ -223,6 +246,7 @@ def create_app(settings: Settings, *, now: Callable[[], datetime] = lambda: date
         Route("/r/{token}", rating, methods=["GET", "POST"]),
         Route("/u/{token}", undo, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/feeds/{name}", feed_file, methods=["GET"]),
         *preview_routes(settings, page=page, open_store=open_store, now=now,
                         forbidden=lambda message: PageError(403, "This link is not valid",
                                                             message)),
@@ -244,3 +268,16 @@ def create_app(settings: Settings, *, now: Callable[[], datetime] = lambda: date
         exception_handlers={PageError: page_error, HTTPException: http_error,
                             StoreError: store_error, sqlite3.Error: store_error},
     )
+
+
+def _not_modified(request: Request, etag: str, modified: int) -> bool:
+    """A conditional GET for a copy the reader has: If-None-Match first, else the date."""
+    asked = request.headers.get("if-none-match")
+    if asked is not None:
+        tags = {tag.strip().removeprefix("W/") for tag in asked.split(",")}
+        return etag in tags or "*" in tags
+    since = request.headers.get("if-modified-since")
+    try:
+        return since is not None and parsedate_to_datetime(since).timestamp() >= modified
+    except (TypeError, ValueError):
+        return False  # an unreadable date asks for the whole file
