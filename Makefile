@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_matching.py
 	$(BIN)/python bench/bench_feedback.py
 	$(BIN)/python bench/bench_training.py
+	$(BIN)/python bench/bench_scale.py --watchlists 1000 --repeat 3
 
 # The demo's email digests as headless Chromium shows them (800 and 400 px, light and
 # dark), into screenshots/; needs Debian's chromium and chromium-driver.

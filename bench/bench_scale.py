@@ -23,7 +23,11 @@ Scenarios (only those asked for run; the scale one when none is):
 
 Run: .venv/bin/python bench/bench_scale.py [--watchlists 1000] [--items 2000] [--repeat 5]
        [--days D] [--feed-sizes 2000,20000,100000] [--rss2email] [--profile] [--seed 1]
+       [--source DIR] [--keep] [--timeout 1800]
 e.g. .venv/bin/python bench/bench_scale.py --watchlists 1000 --items 2000 --repeat 5
+
+--source DIR measures another revision of the product with the same harness, e.g. the
+one before a change:  git archive COMMIT | tar -x -C /tmp/before  then  --source /tmp/before
 
 rss2email is installed on first use into bench/.cache/rss2email-venv (a virtualenv of its
 own, through pip and the package index) and reused after. The servers run in this process,
@@ -505,6 +509,22 @@ def measure(argv: Sequence[str], *, cwd: Path, timeout: float,
                       stderr=err.read().decode("utf-8", "replace"))
 
 
+def revision(tree: Path) -> str:
+    """The commit a source tree is at, and whether its product code differs from it."""
+    def git(*args: str) -> str:
+        # --no-optional-locks: only reads, never takes the index lock from a concurrent commit
+        return subprocess.run(["git", "--no-optional-locks", "-C", str(tree), *args],
+                              capture_output=True, text=True, timeout=30).stdout.strip()
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        changed = git("status", "--porcelain", "--", "digest", "templates", "pyproject.toml")
+    except (OSError, subprocess.SubprocessError):
+        head = changed = ""
+    if not head or not (tree / ".git").exists():
+        return "not a git checkout"
+    return f"commit {head}" + (" with uncommitted changes to the product" if changed else "")
+
+
 def paper_digest() -> list[str]:
     script = BIN / "paper-digest"
     return [str(script)] if script.exists() else [sys.executable, "-m", "digest"]
@@ -520,11 +540,38 @@ class Bench:
     timeout: float
     keep: bool
     vocabulary: Vocabulary
+    source: Path | None = None  # a source tree to run the product from, else the installed one
     ok: bool = True
+
+    def product(self) -> list[str]:
+        return [sys.executable, "-m", "digest"] if self.source else paper_digest()
+
+    def environment(self) -> dict[str, str] | None:
+        """With a source tree, its ``digest`` comes first on the path; the dependencies
+        are this interpreter's."""
+        if self.source is None:
+            return None
+        path = [str(self.source), *filter(None, [os.environ.get("PYTHONPATH")])]
+        return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+
+    def options(self) -> str:
+        """The options every scenario's command line repeats when they are not the default."""
+        text = f" --seed {self.seed}" if self.seed != 1 else ""
+        return text + (f" --source {self.source}" if self.source else "")
+
+    def describe(self) -> str:
+        """Which code is measured: where ``digest`` is imported from, and its revision."""
+        # From a folder of no package, as the runs are (cwd comes first on the path).
+        found = subprocess.run([sys.executable, "-c", "import digest; print(digest.__file__)"],
+                               capture_output=True, text=True, timeout=60,
+                               env=self.environment(), cwd=tempfile.gettempdir())
+        package = Path(found.stdout.strip() or "?").parent
+        tree = self.source or ROOT
+        return f"{' '.join(self.product())}, digest from {package} ({revision(tree)})"
 
     def run(self, argv: Sequence[str], cwd: Path) -> Sample:
         self.mail.counter.reset()
-        sample = measure(argv, cwd=cwd, timeout=self.timeout)
+        sample = measure(argv, cwd=cwd, timeout=self.timeout, env=self.environment())
         counter = self.mail.counter
         with counter.lock:
             messages, size = counter.messages, counter.bytes
@@ -638,7 +685,7 @@ def sample_rows(samples: Sequence[Sample]) -> list[list[str]]:
 
 def scale(bench: Bench, *, watchlists: int, items: int, repeat: int) -> None:
     command = f"{COMMAND} --watchlists {watchlists} --items {items} --repeat {repeat}"
-    command += f" --seed {bench.seed}" if bench.seed != 1 else ""
+    command += bench.options()
     specs = make_watchlists(watchlists, bench.vocabulary, bench.seed)
     listing = make_listing(items, first=0, vocabulary=bench.vocabulary, watchlists=specs,
                            seed=bench.seed)
@@ -655,7 +702,7 @@ def scale(bench: Bench, *, watchlists: int, items: int, repeat: int) -> None:
         directory = bench.workdir("scale")
         config = write_config(directory, feed_url=bench.feed.url, smtp_port=bench.mail.port,
                               watchlists=specs, feed_bytes=len(listing.body))
-        sample = bench.run([*paper_digest(), "run", "--once", "--config", str(config)],
+        sample = bench.run([*bench.product(), "run", "--once", "--config", str(config)],
                            directory)
         bench.check(sample, expected=expected, what=f"run {number}")
         if number == 1:
@@ -675,7 +722,7 @@ def scale(bench: Bench, *, watchlists: int, items: int, repeat: int) -> None:
 
 def days(bench: Bench, *, watchlists: int, items: int, count: int) -> None:
     command = f"{COMMAND} --watchlists {watchlists} --items {items} --days {count}"
-    command += f" --seed {bench.seed}" if bench.seed != 1 else ""
+    command += bench.options()
     specs = make_watchlists(watchlists, bench.vocabulary, bench.seed)
     print(f"\n== days: {count} consecutive runs on one store, {watchlists} watchlists, "
           f"each run with a new listing of {items} papers never seen before")
@@ -693,7 +740,7 @@ def days(bench: Bench, *, watchlists: int, items: int, count: int) -> None:
                                   feed_bytes=len(listing.body))
         # Each listing gives every watchlist a paper, so each run sends every digest.
         expected = watchlists
-        sample = bench.run([*paper_digest(), "run", "--once", "--config", str(config)],
+        sample = bench.run([*bench.product(), "run", "--once", "--config", str(config)],
                            directory)
         bench.check(sample, expected=expected, what=f"day {day}")
         said = summary(sample.stdout)
@@ -711,7 +758,7 @@ def days(bench: Bench, *, watchlists: int, items: int, count: int) -> None:
 
 def feed_sizes(bench: Bench, *, watchlists: int, sizes: Sequence[int]) -> None:
     command = f"{COMMAND} --watchlists {watchlists} --feed-sizes {','.join(map(str, sizes))}"
-    command += f" --seed {bench.seed}" if bench.seed != 1 else ""
+    command += bench.options()
     specs = make_watchlists(watchlists, bench.vocabulary, bench.seed)
     print(f"\n== feed sizes: {watchlists} watchlists, one run per listing size, each from an "
           "empty store")
@@ -728,7 +775,7 @@ def feed_sizes(bench: Bench, *, watchlists: int, sizes: Sequence[int]) -> None:
         directory = bench.workdir(f"feed-{size}")
         config = write_config(directory, feed_url=bench.feed.url, smtp_port=bench.mail.port,
                               watchlists=specs, feed_bytes=len(listing.body))
-        sample = bench.run([*paper_digest(), "run", "--once", "--config", str(config)],
+        sample = bench.run([*bench.product(), "run", "--once", "--config", str(config)],
                            directory)
         bench.check(sample, expected=expected, what=f"{size} items")
         rows.append([f"{size} items", f"{len(listing.body) / 2**20:.1f}",
@@ -747,13 +794,13 @@ def feed_sizes(bench: Bench, *, watchlists: int, sizes: Sequence[int]) -> None:
 def ensure_rss2email() -> Path | None:
     """The r2e command of bench/.cache/rss2email-venv, made on first use; None if it
     cannot be installed (offline, no pip)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    ignore = CACHE / ".gitignore"
+    if not ignore.exists():  # keeps the virtualenv out of version control
+        ignore.write_text("# made by bench/bench_scale.py: nothing here is kept\n*\n")
     r2e = RSS2EMAIL_VENV / "bin" / "r2e"
     if r2e.exists():
         return r2e
-    CACHE.mkdir(parents=True, exist_ok=True)
-    ignore = CACHE / ".gitignore"
-    if not ignore.exists():
-        ignore.write_text("# made by bench/bench_scale.py: nothing here is kept\n*\n")
     print(f"installing rss2email into {RSS2EMAIL_VENV.relative_to(ROOT)} ...", flush=True)
     try:
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(RSS2EMAIL_VENV)],
@@ -793,7 +840,7 @@ def rss2email_config(path: Path, *, feed_url: str, smtp_port: int, digest: bool)
 
 def baseline(bench: Bench, *, items: int, repeat: int) -> None:
     command = f"{COMMAND} --rss2email --items {items} --repeat {repeat}"
-    command += f" --seed {bench.seed}" if bench.seed != 1 else ""
+    command += bench.options()
     broad = broad_watchlist()
     listing = make_listing(items, first=0, vocabulary=bench.vocabulary, watchlists=[],
                            seed=bench.seed)
@@ -809,7 +856,7 @@ def baseline(bench: Bench, *, items: int, repeat: int) -> None:
         config = write_config(directory, feed_url=bench.feed.url, smtp_port=bench.mail.port,
                               watchlists=[broad], feed_bytes=len(listing.body),
                               shared_channel=True)
-        return [*paper_digest(), "run", "--once", "--config", str(config)]
+        return [*bench.product(), "run", "--once", "--config", str(config)]
 
     runs.append((f"paper-digest, 1 watchlist matching all ({MAX_PAPERS} papers sent)", 1,
                  paper_digest_run))
@@ -864,16 +911,16 @@ def baseline(bench: Bench, *, items: int, repeat: int) -> None:
               f"peak RSS x{ratio[2]:.2f}")
 
 
-def _where(function: tuple[str, int, str]) -> str:
-    """A profile entry's place, short: the path inside the repository or site-packages."""
+def _where(function: tuple[str, int, str], tree: Path) -> str:
+    """A profile entry's place, short: the path inside the source tree or site-packages."""
     filename, line, name = function
     if filename == "~":
         return name  # a built-in: "<built-in method ...>"
     path = filename
     if "/site-packages/" in path:
         path = path.split("/site-packages/", 1)[1]
-    elif path.startswith(str(ROOT) + "/"):
-        path = path[len(str(ROOT)) + 1:]
+    elif path.startswith(str(tree) + "/"):
+        path = path[len(str(tree)) + 1:]
     elif "/lib/python" in path:
         path = "stdlib/" + path.split("/lib/python", 1)[1].split("/", 1)[-1]
     return f"{path}:{line} {name}"
@@ -881,7 +928,7 @@ def _where(function: tuple[str, int, str]) -> str:
 
 def profile(bench: Bench, *, watchlists: int, items: int, top: int = 25) -> None:
     command = f"{COMMAND} --profile --watchlists {watchlists} --items {items}"
-    command += f" --seed {bench.seed}" if bench.seed != 1 else ""
+    command += bench.options()
     specs = make_watchlists(watchlists, bench.vocabulary, bench.seed)
     listing = make_listing(items, first=0, vocabulary=bench.vocabulary, watchlists=specs,
                            seed=bench.seed)
@@ -913,7 +960,8 @@ def profile(bench: Bench, *, watchlists: int, items: int, top: int = 25) -> None
         count = top if key == 3 else 15
         print(f"  top {count} by {label} time, of {total:.2f} s profiled:")
         print(table(["function", "calls", "own (s)", "cumulative (s)", "cum %"], [
-            [_where(function), calls if calls == primitive else f"{calls}/{primitive}",
+            [_where(function, bench.source or ROOT),
+             calls if calls == primitive else f"{calls}/{primitive}",
              f"{own:.3f}", f"{cumulative:.3f}", f"{100 * cumulative / total:.1f}"]
             for function, (primitive, calls, own, cumulative, _) in ranked[:count]]))
     bench.done_with(directory)
@@ -951,11 +999,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1, help="of the generated data (1)")
     parser.add_argument("--timeout", type=float, default=1800,
                         help="seconds after which a run is killed (1800)")
+    parser.add_argument("--source", type=Path, default=None,
+                        help="run the product from this source tree (a checkout, or an "
+                             "export such as `git archive COMMIT | tar -x -C DIR`) instead "
+                             "of the installed one")
     parser.add_argument("--keep", action="store_true",
                         help="keep each run's folder (store, config) and print where")
     args = parser.parse_args(argv)
     if args.watchlists < 1 or args.items < 1 or args.repeat < 1 or args.days < 0:
         parser.error("--watchlists, --items and --repeat must be at least 1, --days 0 or more")
+    if args.source is not None:
+        args.source = args.source.resolve()
+        if not (args.source / "digest" / "__init__.py").is_file():
+            parser.error(f"--source {args.source}: no digest package there")
     return args
 
 
@@ -968,8 +1024,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     feed = FeedServer()
     bench = Bench(feed=feed, mail=mail, seed=args.seed, timeout=args.timeout, keep=args.keep,
-                  vocabulary=Vocabulary.make(args.seed))
-    print(f"paper-digest: {' '.join(paper_digest())}; Python {sys.version.split()[0]}; "
+                  vocabulary=Vocabulary.make(args.seed), source=args.source)
+    print(f"paper-digest: {bench.describe()}; Python {sys.version.split()[0]}; "
           f"{os.cpu_count()} CPUs; listing at {feed.url}, SMTP at 127.0.0.1:{mail.port}")
     try:
         asked = args.days or args.feed_sizes or args.rss2email or args.profile
