@@ -76,6 +76,7 @@ def test_check_accepts_a_good_config_and_names_missing_secrets(tmp_path, capsys,
     monkeypatch.setenv("DIGEST_SMTP_USER", "me")
     monkeypatch.setenv("DIGEST_SMTP_PASSWORD", "secret-password")
     monkeypatch.setenv("DIGEST_SLACK_WEBHOOK", "https://hooks.slack.example/T/B/secret-token")
+    monkeypatch.setenv("DIGEST_DISCORD_WEBHOOK", "https://discord.example/api/webhooks/1/secret")
     assert main(["check", "--config", str(example)]) == 0
     captured = capsys.readouterr()
     from digest.deliver import CHANNELS

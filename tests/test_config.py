@@ -34,7 +34,8 @@ def problems_of(text: str, env: dict[str, str] | None = None) -> list[tuple[str,
 
 def test_example_config_is_valid_and_complete():
     env = {"DIGEST_SMTP_USER": "u", "DIGEST_SMTP_PASSWORD": "p",
-           "DIGEST_SLACK_WEBHOOK": "https://hooks.slack.example/T/B/x"}
+           "DIGEST_SLACK_WEBHOOK": "https://hooks.slack.example/T/B/x",
+           "DIGEST_DISCORD_WEBHOOK": "https://discord.example/api/webhooks/1/x"}
     settings = load_settings(ROOT / "config" / "digest.example.toml", env=env)
     assert {s.kind for s in settings.sources} == {"arxiv_rss", "arxiv_api", "hf_daily", "feed"}
     from digest.deliver import CHANNELS

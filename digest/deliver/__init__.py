@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol
 
 from digest.config import ChannelSettings
-from digest.deliver import email, feed_files, slack
+from digest.deliver import discord, email, feed_files, slack
 from digest.deliver.base import ChannelContext, Composed, settings_fingerprint
 from digest.deliver.outbox import Outbox
 from digest.options import KindOptions
@@ -40,6 +40,7 @@ CHANNELS: dict[str, type[Channel]] = {
     email.EmailChannel.kind: email.EmailChannel,
     slack.SlackChannel.kind: slack.SlackChannel,
     feed_files.FeedFilesChannel.kind: feed_files.FeedFilesChannel,
+    discord.DiscordChannel.kind: discord.DiscordChannel,
 }
 
 __all__ = ["CHANNELS", "Channel", "ChannelContext", "Composed", "Outbox", "settings_fingerprint"]
