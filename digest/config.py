@@ -149,9 +149,6 @@ class SourceSettings:
                     if secret is not None}
         return {**self.headers, **revealed}
 
-    def secret_values(self) -> list[Secret]:
-        return [value for value in self.secret_envs().values() if value is not None]
-
 
 @dataclass(frozen=True)
 class Keyword:

@@ -41,7 +41,7 @@ def test_channels_on_one_server_share_a_session_and_quit_once():
     assert first.quit_called and second.quit_called
 
 
-def test_a_different_login_is_a_different_session(monkeypatch):
+def test_a_different_login_is_a_different_session():
     from digest.config import Secret
 
     shared = SmtpConnections()

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import ipaddress
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import httpx
 
+from digest import options as opt
 from digest.config import ChannelSettings, HttpSettings, Secret
 from digest.errors import DeliveryError
 from digest.http import GaveUp, Pacer, TryAgain, make_client, parse_retry_after, with_retries
@@ -64,6 +67,63 @@ def settings_fingerprint(settings: ChannelSettings) -> str:
 
 # ------------------------------------------------------------------------ webhooks
 
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def webhook_url_problems(value: str, *, https_only: bool) -> list[str]:
+    """Why a hook URL cannot be posted to, never quoting it ($ stands for its variable).
+
+    With ``https_only``, plain http is allowed to this machine alone: the URL is the
+    hook's password, and http shows it to every network on the way.
+    """
+    if opt.url_problem(value, local=False):
+        return ["$ is not a valid webhook URL (https://host/path, port 1-65535)"]
+    parts = urlsplit(value)
+    if https_only and parts.scheme.lower() != "https" and not is_loopback(parts.hostname or ""):
+        return ["$ must be an https:// URL (plain http only to this machine)"]
+    return []
+
+
+@dataclass(frozen=True)
+class WebhookUrlOptions(opt.KindOptions):
+    """A channel whose only secret is its hook's URL, named by ``webhook_url_env``."""
+
+    KEYS: ClassVar[tuple[str, ...]] = ("webhook_url_env",)
+    HTTPS_ONLY: ClassVar[bool] = True
+
+    webhook_url_env: str = ""
+    webhook_url: Secret | None = None  # resolved from the environment when set
+
+    @classmethod
+    def read(cls, reader: opt.OptionReader, table: Mapping[str, Any], path: str) -> Any:
+        env, url = reader.secret(table, "webhook_url_env", path, required=True)
+        return cls(webhook_url_env=env or "", webhook_url=url,
+                   **cls.read_own(reader, table, path))
+
+    @classmethod
+    def read_own(cls, reader: opt.OptionReader, table: Mapping[str, Any], path: str
+                 ) -> dict[str, Any]:
+        """The kind's keys beyond the URL, for a subclass that has some."""
+        return {}
+
+    def url_problems(self, url: str) -> list[str]:
+        return webhook_url_problems(url, https_only=self.HTTPS_ONLY)
+
+    def secrets(self) -> dict[str, Secret | None]:
+        return {self.webhook_url_env: self.webhook_url}
+
+    def secret_problems(self) -> list[str]:
+        url = self.webhook_url.reveal() if self.webhook_url else ""
+        return [problem.replace("$", f"${self.webhook_url_env}", 1)
+                for problem in self.url_problems(url)]
+
 GONE_STATUSES = frozenset({404, 410})  # the hook was deleted: only a new URL helps
 REJECTED_STATUSES = frozenset({400, 401, 403, 413, 422})  # the same message fails again
 MOVED_STATUSES = frozenset({301, 308})
@@ -103,8 +163,17 @@ class WebhookPoster:
         self._client: httpx.Client | None = None
 
     def _mask(self, text: str) -> str:
-        if self.url is not None and self.url.reveal():
-            text = text.replace(self.url.reveal(), f"${self.url_env}")
+        """The URL as written and as the client sends it (a default ":443" dropped) both
+        become ``$VARIABLE``: an answer may quote either."""
+        if self.url is None or not self.url.reveal():
+            return text
+        written = self.url.reveal()
+        try:
+            sent = str(httpx.URL(written))
+        except httpx.InvalidURL:
+            sent = written
+        for form in sorted({written, sent}, key=len, reverse=True):
+            text = text.replace(form, f"${self.url_env}")
         return text
 
     def post(self, body: bytes, *, number: int, total: int,
@@ -164,10 +233,25 @@ class WebhookPoster:
             raise DeliveryError(f"{self.service} did not accept message {number}/{total}: "
                                 f"{exc.problem}", channel=self.channel) from None
 
+    def post_each(self, bodies: list[bytes], *, parts_sent: int,
+                  on_part_sent: Callable[[int], None],
+                  headers: Mapping[str, str] | None = None) -> None:
+        """Send a digest's messages in order, resuming after the ``parts_sent`` accepted."""
+        for number in range(parts_sent, len(bodies)):
+            self.post(bodies[number], number=number + 1, total=len(bodies), headers=headers)
+            on_part_sent(number + 1)
+
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def numbered_files(bodies: list[bytes]) -> dict[str, bytes]:
+    """Request bodies as outbox files: ".json" for one, ".1.json", ".2.json", ... for more."""
+    if len(bodies) == 1:
+        return {".json": bodies[0]}
+    return {f".{number}.json": body for number, body in enumerate(bodies, start=1)}
 
 
 def _answer_text(response: httpx.Response) -> str:

@@ -13,7 +13,6 @@ deleted. Messages ask ``wait=true``, so a 2xx means Discord saved the message.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import math
@@ -27,7 +26,13 @@ import httpx
 
 from digest import options as opt
 from digest.config import ChannelSettings, HttpSettings
-from digest.deliver.base import ChannelContext, Composed, WebhookPoster
+from digest.deliver.base import (
+    ChannelContext,
+    Composed,
+    WebhookPoster,
+    WebhookUrlOptions,
+    numbered_files,
+)
 from digest.models import Digest
 from digest.render import (
     PaperView,
@@ -260,29 +265,6 @@ def confirmed_url(url: opt.Secret | None) -> opt.Secret | None:
     return opt.Secret(urlunsplit(parts._replace(query=query)), url.env)
 
 
-def _loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def webhook_problems(value: str) -> list[str]:
-    """Why a webhook URL cannot be posted to, never quoting it ($ stands for its variable)."""
-    if opt.url_problem(value, local=False):
-        return ["$ is not a valid webhook URL (https://discord.com/api/webhooks/ID/TOKEN)"]
-    parts = urlsplit(value)
-    if parts.scheme.lower() != "https" and not _loopback(parts.hostname or ""):
-        return ["$ must be an https:// URL: the URL is the hook's password, and plain http "
-                "shows it to every network on the way"]
-    if parts.path.rstrip("/").lower().endswith(("/slack", "/github")):
-        return ["$ ends in /slack or /github, Discord's endpoints for other formats; use the "
-                "hook's URL without that ending"]
-    return []
-
-
 def username_problem(value: str) -> str | None:
     """What Discord would refuse in a webhook's name (a 400 for every message)."""
     name = value.strip()
@@ -300,30 +282,26 @@ def username_problem(value: str) -> str | None:
 
 
 @dataclass(frozen=True)
-class DiscordOptions(opt.KindOptions):
+class DiscordOptions(WebhookUrlOptions):
     KEYS: ClassVar[tuple[str, ...]] = ("webhook_url_env", "username")
     COSMETIC: ClassVar[tuple[str, ...]] = ("username",)
 
-    webhook_url_env: str = ""
-    webhook_url: opt.Secret | None = None  # resolved from the environment when set
     username: str = DEFAULT_USERNAME
 
     @classmethod
-    def read(cls, reader: opt.OptionReader, table: Mapping[str, Any], path: str
-             ) -> DiscordOptions:
-        env, url = reader.secret(table, "webhook_url_env", path, required=True)
+    def read_own(cls, reader: opt.OptionReader, table: Mapping[str, Any], path: str
+                 ) -> dict[str, Any]:
         username = reader.value(table, "username", path, str, DEFAULT_USERNAME,
                                 username_problem)
-        return cls(webhook_url_env=env or "", webhook_url=url,
-                   username=(username or DEFAULT_USERNAME).strip())
+        return {"username": (username or DEFAULT_USERNAME).strip()}
 
-    def secrets(self) -> dict[str, opt.Secret | None]:
-        return {self.webhook_url_env: self.webhook_url}
-
-    def secret_problems(self) -> list[str]:
-        url = self.webhook_url.reveal() if self.webhook_url else ""
-        return [problem.replace("$", f"${self.webhook_url_env}", 1)
-                for problem in webhook_problems(url)]
+    def url_problems(self, url: str) -> list[str]:
+        problems = super().url_problems(url)
+        if not problems and urlsplit(url).path.rstrip("/").lower().endswith(
+                ("/slack", "/github")):
+            problems.append("$ ends in /slack or /github, Discord's endpoints for other "
+                            "formats; use the hook's URL without that ending")
+        return problems
 
 
 class DiscordChannel:
@@ -360,19 +338,12 @@ class DiscordChannel:
     def outbox_files(payload: dict[str, Any]) -> dict[str, bytes]:
         """Each message's body byte for byte as posted: ".json" for a digest of one message,
         ".1.json", ".2.json", ... in order for more."""
-        messages = payload["messages"]
-        if len(messages) == 1:
-            return {".json": message_body(messages[0])}
-        return {f".{number}.json": message_body(message)
-                for number, message in enumerate(messages, start=1)}
+        return numbered_files([message_body(m) for m in payload["messages"]])
 
     def send(self, payload: dict[str, Any], *, parts_sent: int = 0,
              on_part_sent: Callable[[int], None] = lambda n: None) -> None:
-        messages = payload["messages"]
-        for number in range(parts_sent, len(messages)):
-            self._poster.post(message_body(messages[number]), number=number + 1,
-                              total=len(messages))
-            on_part_sent(number + 1)
+        self._poster.post_each([message_body(m) for m in payload["messages"]],
+                               parts_sent=parts_sent, on_part_sent=on_part_sent)
 
     def close(self) -> None:
         self._poster.close()

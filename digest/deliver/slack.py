@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -18,7 +18,12 @@ import httpx
 
 from digest import options as opt
 from digest.config import ChannelSettings, HttpSettings
-from digest.deliver.base import ChannelContext, Composed, WebhookPoster
+from digest.deliver.base import (
+    ChannelContext,
+    Composed,
+    WebhookPoster,
+    WebhookUrlOptions,
+)
 from digest.models import Digest
 from digest.render import (
     PaperView,
@@ -164,32 +169,9 @@ def slack_heartbeat(digest: Digest) -> dict[str, Any]:
                         "text": {"type": "mrkdwn", "text": _clip(text, SLACK_MAX_SECTION_CHARS)}}]}
 
 
-def webhook_problem(value: str) -> list[str]:
-    """Why a webhook URL cannot be posted to, without quoting it (it is the secret)."""
-    return ["$ is not a valid webhook URL (https://host/path, port 1-65535)"] \
-        if opt.url_problem(value, local=False) else []
-
-
 @dataclass(frozen=True)
-class SlackOptions(opt.KindOptions):
-    KEYS: ClassVar[tuple[str, ...]] = ("webhook_url_env",)
-
-    webhook_url_env: str = ""
-    webhook_url: opt.Secret | None = None  # resolved from the environment when set
-
-    @classmethod
-    def read(cls, reader: opt.OptionReader, table: Mapping[str, Any], path: str
-             ) -> SlackOptions:
-        env, url = reader.secret(table, "webhook_url_env", path, required=True)
-        return cls(webhook_url_env=env or "", webhook_url=url)
-
-    def secrets(self) -> dict[str, opt.Secret | None]:
-        return {self.webhook_url_env: self.webhook_url}
-
-    def secret_problems(self) -> list[str]:
-        url = self.webhook_url.reveal() if self.webhook_url else ""
-        return [problem.replace("$", f"${self.webhook_url_env}", 1)
-                for problem in webhook_problem(url)]
+class SlackOptions(WebhookUrlOptions):
+    HTTPS_ONLY: ClassVar[bool] = False  # Slack's own hooks are https; a relay may not be
 
 
 class SlackChannel:
@@ -228,11 +210,8 @@ class SlackChannel:
 
     def send(self, payload: dict[str, Any], *, parts_sent: int = 0,
              on_part_sent: Callable[[int], None] = lambda n: None) -> None:
-        messages = payload["messages"]
-        for number in range(parts_sent, len(messages)):
-            self._poster.post(json.dumps(messages[number]).encode(), number=number + 1,
-                              total=len(messages))
-            on_part_sent(number + 1)
+        self._poster.post_each([json.dumps(m).encode() for m in payload["messages"]],
+                               parts_sent=parts_sent, on_part_sent=on_part_sent)
 
     def close(self) -> None:
         self._poster.close()
