@@ -77,12 +77,17 @@ def test_check_accepts_a_good_config_and_names_missing_secrets(tmp_path, capsys,
     monkeypatch.setenv("DIGEST_SMTP_PASSWORD", "secret-password")
     monkeypatch.setenv("DIGEST_SLACK_WEBHOOK", "https://hooks.slack.example/T/B/secret-token")
     monkeypatch.setenv("DIGEST_DISCORD_WEBHOOK", "https://discord.example/api/webhooks/1/secret")
+    monkeypatch.setenv("DIGEST_TEAMS_WEBHOOK", "https://teams.example/workflows/1?sig=secret")
+    monkeypatch.setenv("DIGEST_WEBHOOK_URL", "https://hooks.example/secret")
+    monkeypatch.setenv("DIGEST_APPRISE_URLS", "ntfy://ntfy.example.org/papers")
     assert main(["check", "--config", str(example)]) == 0
     captured = capsys.readouterr()
     from digest.deliver import CHANNELS
+    from digest.sources import SOURCES
 
-    # the example shows every channel kind once
-    assert f"ok (4 sources, 1 watchlists, {len(CHANNELS)} channels)" in captured.out
+    # the example shows every source and channel kind once
+    assert (f"ok ({len(SOURCES)} sources, 1 watchlists, {len(CHANNELS)} channels)"
+            in captured.out)
     assert "secret" not in captured.out + captured.err
 
 

@@ -35,9 +35,14 @@ def problems_of(text: str, env: dict[str, str] | None = None) -> list[tuple[str,
 def test_example_config_is_valid_and_complete():
     env = {"DIGEST_SMTP_USER": "u", "DIGEST_SMTP_PASSWORD": "p",
            "DIGEST_SLACK_WEBHOOK": "https://hooks.slack.example/T/B/x",
-           "DIGEST_DISCORD_WEBHOOK": "https://discord.example/api/webhooks/1/x"}
+           "DIGEST_DISCORD_WEBHOOK": "https://discord.example/api/webhooks/1/x",
+           "DIGEST_TEAMS_WEBHOOK": "https://teams.example/workflows/1?sig=x",
+           "DIGEST_WEBHOOK_URL": "https://hooks.example/x",
+           "DIGEST_APPRISE_URLS": "ntfy://ntfy.example.org/papers"}
     settings = load_settings(ROOT / "config" / "digest.example.toml", env=env)
-    assert {s.kind for s in settings.sources} == {"arxiv_rss", "arxiv_api", "hf_daily", "feed"}
+    from digest.sources import SOURCES
+
+    assert sorted(s.kind for s in settings.sources) == sorted(SOURCES)
     from digest.deliver import CHANNELS
 
     assert sorted(c.kind for c in settings.channels.values()) == sorted(CHANNELS)

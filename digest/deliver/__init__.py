@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol
 
 from digest.config import ChannelSettings
-from digest.deliver import discord, email, feed_files, slack
+from digest.deliver import apprise_channel, discord, email, feed_files, slack, teams, webhook
 from digest.deliver.base import ChannelContext, Composed, settings_fingerprint
 from digest.deliver.outbox import Outbox
 from digest.options import KindOptions
@@ -41,6 +41,9 @@ CHANNELS: dict[str, type[Channel]] = {
     slack.SlackChannel.kind: slack.SlackChannel,
     feed_files.FeedFilesChannel.kind: feed_files.FeedFilesChannel,
     discord.DiscordChannel.kind: discord.DiscordChannel,
+    teams.TeamsChannel.kind: teams.TeamsChannel,
+    webhook.WebhookChannel.kind: webhook.WebhookChannel,
+    apprise_channel.AppriseChannel.kind: apprise_channel.AppriseChannel,
 }
 
 __all__ = ["CHANNELS", "Channel", "ChannelContext", "Composed", "Outbox", "settings_fingerprint"]

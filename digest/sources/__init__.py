@@ -10,7 +10,7 @@ from typing import ClassVar, Protocol
 from digest.config import SourceSettings
 from digest.http import Fetcher
 from digest.options import KindOptions
-from digest.sources import arxiv_api, arxiv_rss, feed, hf_daily
+from digest.sources import arxiv_api, arxiv_rss, biorxiv, feed, hf_daily
 from digest.sources.base import Batch, SourceState
 
 
@@ -27,6 +27,7 @@ SOURCES: dict[str, type[Source]] = {
     arxiv_rss.ArxivRssSource.kind: arxiv_rss.ArxivRssSource,
     arxiv_api.ArxivApiSource.kind: arxiv_api.ArxivApiSource,
     hf_daily.HuggingFaceDailySource.kind: hf_daily.HuggingFaceDailySource,
+    biorxiv.BiorxivSource.kind: biorxiv.BiorxivSource,
     feed.FeedSource.kind: feed.FeedSource,
 }
 

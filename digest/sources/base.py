@@ -216,3 +216,39 @@ def split_authors(creators: str) -> tuple[str, ...]:
             if part:
                 out.append(part)
     return tuple(out)
+
+
+def _is_initials(text: str) -> bool:
+    """Whether a part is initials only ('N.', 'A. J.', 'P.-L.'); 'RJ' could be a name."""
+    letters = [part for part in re.split(r"[\s.\-]+", text) if part]
+    return bool(letters) and all(len(p) == 1 and p.isupper() for p in letters)
+
+
+def given_first(name: str) -> str:
+    """'Wang, Sinong' as 'Sinong Wang'; a name without a comma (a consortium) as it is."""
+    last, comma, given = name.partition(",")
+    if not comma or "," in given or not given.strip():  # not "Last, Given": keep it whole
+        return clean_text(name.strip(" ,"))
+    return clean_text(f"{given} {last}")
+
+
+def semicolon_authors(line: str) -> tuple[str, ...]:
+    """The authors of one "Last, F.; Other, A. B." string (bioRxiv's), each as "F. Last"."""
+    names = (given_first(part) for part in line.split(";"))
+    return tuple(name for name in names if name)
+
+
+def listed_authors(line: str) -> tuple[str, ...]:
+    """A whole author list that a feed put into one name, split; () when it is not one.
+
+    Two shapes are known: names separated by ";" ("Last, F.; Other, A. B.", the API's),
+    and "Last, F., Other, A. B." (bioRxiv's RSS), where every second part is initials.
+    Anything else ("Ada Lovelace, Alan Turing", "Wang, Sinong") is left as it was.
+    """
+    if ";" in line:
+        return semicolon_authors(line)
+    parts = [clean_text(part) for part in line.split(",")]
+    if len(parts) < 2 or len(parts) % 2 or not all(_is_initials(p) for p in parts[1::2]):
+        return ()
+    return tuple(f"{given} {last}" for last, given in zip(parts[::2], parts[1::2], strict=True)
+                 if last)

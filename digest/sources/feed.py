@@ -26,6 +26,7 @@ from digest.sources.base import (
     json_kind,
     json_names,
     json_str,
+    listed_authors,
     load_json,
     parse_timestamp,
     parse_xml,
@@ -65,6 +66,8 @@ def _entry(entry: Any, source: str) -> Paper:
                     if a.get("name"))
     if not authors and entry.get("author"):
         authors = (clean_text(entry.get("author")),)
+    if len(authors) == 1:  # bioRxiv's RSS writes every author into one dc:creator
+        authors = listed_authors(authors[0]) or authors
     published = None
     stamp = entry.get("published_parsed") or entry.get("updated_parsed")
     if stamp:
