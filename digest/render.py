@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -128,9 +129,12 @@ def trim(text: str, limit: int) -> str:
     return cut + " …"
 
 
+@lru_cache(maxsize=1 << 13)
 def highlight(text: str, terms: tuple[str, ...], *, first_only: bool = False) -> Markup:
     """Escape ``text`` and wrap each matched term in <mark>; with ``first_only``, only the
-    first time each term appears, so an abstract is not speckled with the same word."""
+    first time each term appears, so an abstract is not speckled with the same word.
+
+    Cached: a paper in many watchlists' digests is often highlighted for the same terms."""
     out: list[str] = []
     position = 0
     seen: set[str] = set()
@@ -252,6 +256,22 @@ def paper_views(digest: Digest) -> list[PaperView]:
     return views
 
 
+@jinja2.pass_environment
+def _cached_wordwrap(environment: jinja2.Environment, text: str, width: int = 79,
+                     break_long_words: bool = True, wrapstring: str | None = None,
+                     break_on_hyphens: bool = True) -> str:
+    """jinja2's wordwrap filter, remembering what it wrapped."""
+    return _wordwrap(environment, str(text), width, break_long_words, wrapstring,
+                     break_on_hyphens)
+
+
+@lru_cache(maxsize=1 << 13)
+def _wordwrap(environment: jinja2.Environment, text: str, width: int, break_long_words: bool,
+              wrapstring: str | None, break_on_hyphens: bool) -> str:
+    return str(jinja2.filters.do_wordwrap(environment, text, width, break_long_words,
+                                          wrapstring, break_on_hyphens))
+
+
 class Renderer:
     def __init__(self, directory: Path | None = None) -> None:
         self.env = jinja2.Environment(
@@ -262,6 +282,9 @@ class Renderer:
             lstrip_blocks=True,
             keep_trailing_newline=True,
         )
+
+        # Abstracts are wrapped the same way in every digest they appear in: wrap each once.
+        self.env.filters["wordwrap"] = _cached_wordwrap
 
     def render(self, template: str, **context: Any) -> str:
         return self.env.get_template(template).render(**context)

@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import lru_cache
 
 import ahocorasick
 import numpy as np
@@ -42,8 +43,12 @@ LEARNED_PAST_RULES = 0.7
 _NAME_PUNCT = re.compile(r"[^\w\s]|_")
 
 
+@lru_cache(maxsize=1 << 16)
 def normalise_name(name: str) -> str:
-    """Author names compared whole: case, accents and punctuation do not count."""
+    """Author names compared whole: case, accents and punctuation do not count.
+
+    Cached: a day's few thousand names are each compared with every author rule.
+    """
     return " ".join(_NAME_PUNCT.sub(" ", fold_text(name)).split())
 
 
@@ -614,17 +619,23 @@ def _reason_key(reason: Reason) -> tuple[str, str, str]:
     return reason.kind, reason.value.casefold(), reason.field
 
 
+@lru_cache(maxsize=1 << 12)
+def _highlight_term(written: str) -> Term | None:
+    try:
+        return parse_term(written)
+    except ValueError:
+        return None
+
+
 def highlight_spans(text: str, terms: Iterable[str]) -> list[tuple[int, int]]:
     """Non-overlapping (start, end) spans of the given terms in ``text``, in order, each
     covering whole words: a prefix or a regex that ends inside a word takes all of it."""
     normal = NormalText(text)
     spans = []
     for written in terms:
-        try:
-            term = parse_term(written)
-        except ValueError:
-            continue
-        spans += [normal.raw_span(first, last) for first, last in term.spans(normal)]
+        term = _highlight_term(written)
+        if term is not None:
+            spans += [normal.raw_span(first, last) for first, last in term.spans(normal)]
     spans.sort()
     merged: list[tuple[int, int]] = []
     for start, end in spans:

@@ -99,6 +99,26 @@ def test_message_is_multipart_with_the_headers_mail_clients_need():
     assert ">LoRA</mark>" in message.get_body(("html",)).get_content()
 
 
+def test_both_parts_travel_as_quoted_printable_and_read_back_exactly():
+    """The bodies, encoded by the C codec, decode to what the renderer wrote: accents,
+    symbols, long lines, "=" and trailing spaces included, and no line runs past 76."""
+    text = digest(count=3, title="Café = résumé · ▲ 42  ")
+    composed = EmailChannel(settings(), renderer=Renderer()).compose(text)
+    raw = composed.payload["message"]
+    message = email.message_from_string(raw, policy=default_policy)
+    assert message["MIME-Version"] == "1.0"
+    plain, html = Renderer().email(composed.digest, subject=message["Subject"])
+    for part, written in ((message.get_body(("plain",)), plain),
+                          (message.get_body(("html",)), html)):
+        assert part["Content-Transfer-Encoding"] == "quoted-printable"
+        assert part.get_content_charset() == "utf-8"
+        read = part.get_content().replace("\r\n", "\n")  # the message travels with CRLF
+        assert read == (written if written.endswith("\n") else written + "\n")
+    body = raw.replace("\r\n", "\n").split("\n\n", 1)[1]
+    assert max(len(line) for line in body.splitlines()) <= 76
+    assert "Café = résumé" in message.get_body(("plain",)).get_content()
+
+
 def test_feed_text_never_breaks_a_header():
     channel = EmailChannel(settings(subject="{watchlist}\r\nBcc: evil@example.org"),
                            renderer=Renderer())
