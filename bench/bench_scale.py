@@ -748,11 +748,11 @@ def days(bench: Bench, *, watchlists: int, items: int, count: int) -> None:
                      f"{sample.cpu:.2f}", f"{sample.peak_rss_mib:.1f}",
                      f"{store_size(directory) / 2**20:.1f}",
                      f"{sample.messages}/{expected}", sample.status])
-    print(table(["", "new papers", "papers scored", "wall (s)", "CPU (s)", "peak RSS (MiB)",
-                 "store (MiB)", "messages", "exit"], rows))
-    print("  every run is on today's date: 'papers scored' is what the lookback window "
-          "(store.lookback_days, 7) holds, so it grows with each run; the store size is "
-          "the file and its -wal")
+    print(table(["", "new papers", "papers in window", "wall (s)", "CPU (s)",
+                 "peak RSS (MiB)", "store (MiB)", "messages", "exit"], rows))
+    print("  every run is on today's date, so the lookback window (store.lookback_days, 7) "
+          "grows with each run; a product that keeps its matches between runs scores only "
+          "the new papers; the store size is the file and its -wal")
     bench.done_with(directory)
 
 

@@ -59,6 +59,8 @@ from digest.sources import arxiv_api, arxiv_rss, build_source
 from digest.sources.base import Batch
 from digest.store import LeftOut, OpenDigest, Store
 from digest.store.db import Pruned
+from digest.terms import forms_version, new_forms, remember_forms
+from digest.window import score_window
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,9 @@ class Seams:
     renderer: Renderer = field(default_factory=Renderer)
     # Set when the run should stop (serve got SIGTERM): waits end at once, nothing new starts.
     stop: threading.Event | None = None
+    # False scores the whole window against every watchlist, ignoring the matches kept
+    # from earlier runs: the straightforward path, which the kept one must equal.
+    incremental: bool = True
 
 
 def _stoppable(seams: Seams) -> Seams:
@@ -133,6 +138,7 @@ def build_matcher(
     kept as reference papers, so each is asked for once.
     """
     watchlists = list(watchlists)
+    remember_forms(store.word_forms(forms_version()))
     models, ratings = learned_models(watchlists, store, now(), progress)
     similar = [w for w in watchlists if w.similar_to]
     if not similar:
@@ -842,17 +848,22 @@ def _deliver(
         since = seams.now() - timedelta(days=settings.store.lookback_days)
         matcher = build_matcher(selected, store, progress, fetcher=fetcher,
                                 seed_url=lookup_target(settings), now=seams.now)
-        # Every recent paper is scored once against every watchlist; each channel then
-        # takes the matches it has not had or queued yet.
-        recent = store.recent(since)
-        progress(f"scoring {len(recent)} papers against {len(selected)} watchlist"
-                 f"{'s' if len(selected) != 1 else ''}")
-        scored = matcher.match_many(recent, now=seams.now())
         candidates = store.candidates(since)  # for all channels at once
+        # Each paper of the window is scored once against each watchlist, and its matches
+        # kept: a later run scores only what is new or changed. Each channel then takes the
+        # matches it has not had or queued yet.
+        window = score_window(matcher, store, selected, candidates, since=since,
+                              now=seams.now(), lookback_days=settings.store.lookback_days,
+                              incremental=seams.incremental, progress=progress)
+        scored = window.open
+        found = new_forms()  # forms of words new to the store, kept for the next run
+        if found:
+            store.keep_word_forms(found, forms_version())
         notes = source_notes(settings, store) + run_notes(report)
         for watchlist_settings in selected:
             name = watchlist_settings.name
-            summary = WatchlistReport(name=name, recent=len(recent), matched=len(scored[name]))
+            summary = WatchlistReport(name=name, recent=window.papers,
+                                      matched=window.matched[name])
             report.watchlists.append(summary)
             for channel_name in watchlist_settings.channels:
                 ranked = rank(m for m in scored[name]

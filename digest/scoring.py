@@ -7,13 +7,16 @@ watchlists x terms. Only the watchlists a paper touches are scored.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from functools import lru_cache
+from functools import cache, lru_cache
+from importlib import metadata
+from pathlib import Path
 
 import ahocorasick
 import numpy as np
@@ -41,6 +44,23 @@ LEARNED_ALONE = 0.5
 LEARNED_PAST_RULES = 0.7
 
 _NAME_PUNCT = re.compile(r"[^\w\s]|_")
+
+
+@cache
+def _code_version() -> str:
+    """The source of the modules a verdict comes from, and the versions of the word lists
+    they read: a match kept by other code is scored again."""
+    here = Path(__file__).parent
+    digest = hashlib.sha256()
+    for path in [here / "scoring.py", here / "terms.py", here / "similarity.py",
+                 here / "models.py", *sorted((here / "ranking").glob("*.py"))]:
+        digest.update(path.read_bytes())
+    for package in ("inflect", "breame", "pyahocorasick"):
+        try:
+            digest.update(f"{package} {metadata.version(package)}".encode())
+        except metadata.PackageNotFoundError:
+            digest.update(package.encode())
+    return digest.hexdigest()
 
 
 @lru_cache(maxsize=1 << 16)
@@ -193,6 +213,7 @@ class Matcher:
         self._by_category: dict[str, set[str]] = defaultdict(set)
         self._by_author: dict[str, set[str]] = defaultdict(set)
         models = models or {}
+        self._ratings = ratings or {}
         for settings in watchlists:
             disliked = (ratings or {}).get(settings.name, {})
             compiled = _Compiled(settings,
@@ -257,6 +278,31 @@ class Matcher:
         if variants:
             self._automaton.make_automaton()
         self._empty = not variants
+
+    def fingerprint(self, name: str) -> str:
+        """What a watchlist's verdicts depend on besides the paper: its definition as
+        scoring reads it, its model, its disliked papers, and the scoring code itself.
+        Matches kept under the same fingerprint are what scoring again would give."""
+        w = self.watchlists[name]
+        definition = replace(w.settings, channels=(), max_papers=0, schedule=None,
+                             timezone=None, heartbeat=False, previous_names=())
+        digest = hashlib.sha256(_code_version().encode())
+        digest.update(repr(definition).encode())
+        if w.learned:
+            model = self.learning.models[name]
+            digest.update(model.index.tobytes())
+            digest.update(model.weights.tobytes())
+            digest.update(repr(model.intercept).encode())
+        rated = self._ratings.get(name, {})
+        digest.update("\n".join(f"{k}\t{v}" for k, v in sorted(rated.items())).encode())
+        return digest.hexdigest()[:32]
+
+    def volatile(self, name: str) -> bool:
+        """Whether a watchlist's verdict on a paper can change with nothing changed but the
+        day (a recency boost) or the store (similar_to weighs words by the whole store):
+        such a watchlist is scored over the whole window every run."""
+        s = self.watchlists[name].settings
+        return bool(s.recency_boost or s.similar_to)
 
     def _atom(self, term: Term) -> int:
         if term.key not in self._atoms:

@@ -15,10 +15,10 @@ import bisect
 import itertools
 import re
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Union
+from functools import cache, lru_cache
+from importlib import metadata
+from typing import Any, Union
 
-import inflect
 from breame.data.spelling_constants import BRITISH_ENGLISH_SPELLINGS
 
 FIELDS = ("title", "abstract")
@@ -74,9 +74,40 @@ def spellings(folded: str) -> set[str]:
     return {word for word in out if fold_word(word) == folded}
 
 
-_CLASSICAL = inflect.engine()
-_CLASSICAL.classical(all=True)  # matrix -> matrices, index -> indices
-_MODERN = inflect.engine()  # index -> indexes
+@cache
+def _engines() -> tuple[Any, Any]:
+    """inflect's engines, classical (matrix -> matrices, index -> indices) and modern
+    (index -> indexes). Imported on first need: importing inflect takes over a second
+    (it type-checks its own functions), and a run whose words are all in the store's
+    kept forms (``remember_forms``) never needs it."""
+    import inflect
+
+    classical = inflect.engine()
+    classical.classical(all=True)
+    return classical, inflect.engine()
+
+
+# Forms found earlier, read back from the store, and those found in this process.
+_KNOWN_FORMS: dict[str, frozenset[str]] = {}
+_NEW_FORMS: dict[str, frozenset[str]] = {}
+
+
+def remember_forms(known: dict[str, frozenset[str]]) -> None:
+    """Forms kept from earlier runs, by word: used instead of asking inflect again."""
+    _KNOWN_FORMS.update(known)
+
+
+def new_forms() -> dict[str, frozenset[str]]:
+    """The forms inflect gave in this process, to keep for the next."""
+    return dict(_NEW_FORMS)
+
+
+def forms_version() -> str:
+    """What the kept forms were made by: other versions of inflect may form them otherwise."""
+    try:
+        return f"inflect {metadata.version('inflect')}"
+    except metadata.PackageNotFoundError:
+        return "inflect"
 
 
 @lru_cache(maxsize=1 << 16)
@@ -84,20 +115,31 @@ def inflections(token: str) -> frozenset[str]:
     """A word with its plurals, or with its singular when written as a plural (inflect)."""
     if not token[-1:].isalpha():
         return frozenset({token, token + "s"}) if token[-1:].isalnum() else frozenset({token})
+    known = _KNOWN_FORMS.get(token)
+    if known is not None:
+        return known
+    found = _inflect(token)
+    _NEW_FORMS[token] = found
+    return found
+
+
+def _inflect(token: str) -> frozenset[str]:
+    classical, modern = _engines()
     # inflect is thorough but slow (its calls are type-checked at run time): a word is
     # asked for its singular only when it ends as English plurals do (models, criteria,
     # radii, mice, children), and for its modern plural only when the classical one is
     # irregular (matrices, so also matrixes).
-    singular = _CLASSICAL.singular_noun(token) if token[-1] in "saien" else False
+    found = classical.singular_noun(token) if token[-1] in "saien" else False
+    singular: str = found if isinstance(found, str) else ""
     # inflect reads any word ending in s as a plural (bias -> bia, analysis -> analysi):
     # a singular made by dropping the s of -is, -us, -ss or -as is no word of its own.
-    if (not singular or len(singular) < 3
+    if (len(singular) < 3
             or (token.endswith(("is", "us", "ss", "as")) and singular == token[:-1])):
         singular = token
-    plural = _CLASSICAL.plural_noun(singular)
+    plural = classical.plural_noun(singular)
     forms = {token, singular, plural}
     if plural not in (singular + "s", singular + "es"):
-        forms.add(_MODERN.plural_noun(singular))
+        forms.add(modern.plural_noun(singular))
     return frozenset(f.casefold() for f in forms if f and " " not in f)
 
 

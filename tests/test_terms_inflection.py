@@ -3,6 +3,8 @@ whole-word highlights, and warnings for boolean words written as phrase text."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -150,3 +152,26 @@ to = ["reader@example.org"]
     assert "warning: watchlists[0].query: 'and' in \"LLM and safety\"" in out
     assert "warning: watchlists[0].keywords[1]: '-survey'" in out
     assert out.rstrip().endswith("channels)")
+
+
+def test_forms_kept_in_the_store_spare_the_next_run_inflect(tmp_path):
+    """The first process asks inflect and keeps the forms; the next reads them back and
+    never imports inflect (over a second of every run's start)."""
+    code = """
+import sys
+from digest.store import Store
+from digest.terms import forms_version, new_forms, parse_term, remember_forms
+with Store.open(sys.argv[1]) as store:
+    remember_forms(store.word_forms(forms_version()))
+    variants = parse_term("sparse matrix").variants() | parse_term("analyses").variants()
+    store.keep_word_forms(new_forms(), forms_version())
+print("|".join(sorted(variants)))
+print("inflect" in sys.modules)
+"""
+    runs = [subprocess.run([sys.executable, "-c", code, str(tmp_path / "digest.db")],
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+            for _ in range(2)]
+    assert runs[0][0] == runs[1][0]
+    assert {"sparse matrix", "sparse matrices", "analysis"} <= set(
+        runs[0][0].split("|"))
+    assert (runs[0][1], runs[1][1]) == ("True", "False")

@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,14 +18,15 @@ from typing import Any
 import sqlite_utils
 
 from digest.errors import LockedError, StoreError
-from digest.models import Digest, Paper, normalise_doi, parse_arxiv_id
+from digest.models import Digest, Match, Paper, Reason, normalise_doi, parse_arxiv_id
 from digest.sources.base import SourceState
 from digest.store.schema import migrate
 
 # The tables that file rows under a channel's or a watchlist's name: what Store.rename moves.
 RENAMED_TABLES: dict[str, tuple[str, ...]] = {
     "channel": ("digests", "deliveries", "settled_papers"),
-    "watchlist": ("digests", "ratings", "rating_events", "ranking_models", "previews"),
+    "watchlist": ("digests", "ratings", "rating_events", "ranking_models", "previews",
+                  "matches", "scoring_state"),
 }
 
 
@@ -117,6 +118,17 @@ def describe_store_error(path: Path | None, exc: BaseException) -> str:
         return (f"{where}: the store is damaged ({text}); restore the latest backup "
                 "(see 'paper-digest backup' in the README)")
     return f"{where}: {text}"
+
+
+@dataclass(frozen=True)
+class KeptScores:
+    """What a run scored for one watchlist, to keep: under which fingerprint, whether over
+    the whole window, its matches, and the papers it was scored on."""
+
+    fingerprint: str
+    whole: bool
+    matches: Sequence[Match]
+    rescored: frozenset[str]
 
 
 @dataclass
@@ -496,6 +508,94 @@ class Store:
         rows = self.db.query("SELECT * FROM papers WHERE first_seen >= ? "
                              "ORDER BY first_seen, key", [_iso(since)])
         return [_paper_from_row(row) for row in rows]
+
+    # ------------------------------------------------------------------ kept scores
+
+    def scoring_state(self) -> dict[str, tuple[str, int]]:
+        """Each watchlist scored before: (fingerprint of its definition, the paper change
+        number it was scored through)."""
+        return {name: (fingerprint, through) for name, fingerprint, through in self.db.execute(
+            "SELECT watchlist, fingerprint, through FROM scoring_state")}
+
+    def last_change(self) -> int:
+        """The number of the latest paper added or changed; 0 for an empty store."""
+        row = self.db.execute("SELECT MAX(seq) FROM paper_changes").fetchone()
+        return int(row[0] or 0)
+
+    def window_count(self, since: datetime) -> int:
+        """How many papers were first seen since ``since``."""
+        return int(self.db.execute("SELECT COUNT(*) FROM papers WHERE first_seen >= ?",
+                                   [_iso(since)]).fetchone()[0])
+
+    def changed_since(self, since: datetime, after: int) -> list[Paper]:
+        """Papers first seen since ``since`` and added or changed after change ``after``,
+        oldest first, as ``recent`` orders them."""
+        rows = self.db.query(
+            "SELECT p.* FROM paper_changes c JOIN papers p ON p.key = c.paper_key "
+            "WHERE c.seq > ? AND p.first_seen >= ? ORDER BY p.first_seen, p.key",
+            [after, _iso(since)])
+        return [_paper_from_row(row) for row in rows]
+
+    def kept_matches(self, since: datetime,
+                     names: Iterable[str]) -> Iterator[tuple[str, str, float, str]]:
+        """(watchlist, paper key, score, reasons as JSON) of the kept matches of papers first
+        seen since ``since``; the reasons are left for the caller to read when it needs."""
+        wanted = list(names)
+        if not wanted:
+            return
+        marks = ",".join("?" * len(wanted))
+        yield from self.db.execute(
+            f"SELECT watchlist, paper_key, score, reasons FROM matches "
+            f"WHERE first_seen >= ? AND watchlist IN ({marks})", [_iso(since), *wanted])
+
+    def keep_scores(self, scored: Mapping[str, KeptScores], *, through: int,
+                    since: datetime, now: datetime) -> None:
+        """Keep what one run scored, each watchlist now scored through change ``through``.
+
+        A watchlist scored over the whole window loses its earlier matches; the others lose
+        theirs of the papers scored again only. Matches of papers that left the window go.
+        """
+        stamp = _iso(now)
+        groups: dict[int, list[str]] = {}  # watchlists that were scored on the same papers
+        for name, kept in scored.items():
+            groups.setdefault(id(kept.rescored), []).append(name)
+        with self.writing("keep the run's scores"):
+            self.db.execute("CREATE TEMP TABLE IF NOT EXISTS rescored_keys "
+                            "(key TEXT PRIMARY KEY) WITHOUT ROWID")
+            for names in groups.values():
+                self.db.execute("DELETE FROM temp.rescored_keys")
+                self.db.conn.executemany("INSERT OR IGNORE INTO temp.rescored_keys VALUES (?)",
+                                    [(key,) for key in scored[names[0]].rescored])
+                for name in names:
+                    kept = scored[name]
+                    if kept.whole:
+                        self.db.execute("DELETE FROM matches WHERE watchlist = ?", [name])
+                    else:
+                        self.db.execute("DELETE FROM matches WHERE watchlist = ? AND paper_key "
+                                        "IN (SELECT key FROM temp.rescored_keys)", [name])
+                    self.db.conn.executemany(
+                        "INSERT OR REPLACE INTO matches (watchlist, paper_key, first_seen, "
+                        "score, reasons) SELECT ?, key, first_seen, ?, ? FROM papers "
+                        "WHERE key = ?",
+                        [(name, m.score, reasons_json(m.reasons), m.paper.key)
+                         for m in kept.matches])
+                    self.db.execute(
+                        "INSERT INTO scoring_state (watchlist, fingerprint, through, scored_at) "
+                        "VALUES (?, ?, ?, ?) ON CONFLICT (watchlist) DO UPDATE SET "
+                        "fingerprint = excluded.fingerprint, through = excluded.through, "
+                        "scored_at = excluded.scored_at", [name, kept.fingerprint, through, stamp])
+            self.db.execute("DELETE FROM matches WHERE first_seen < ?", [_iso(since)])
+
+    def word_forms(self, made_by: str) -> dict[str, frozenset[str]]:
+        """The forms of each word kept by earlier runs, as ``made_by`` made them."""
+        return {word: frozenset(json.loads(forms)) for word, forms in self.db.execute(
+            "SELECT word, forms FROM word_forms WHERE made_by = ?", [made_by])}
+
+    def keep_word_forms(self, forms: Mapping[str, Iterable[str]], made_by: str) -> None:
+        with self.writing("keep the forms of the watchlists' words"):
+            self.db.conn.executemany(
+                "INSERT OR REPLACE INTO word_forms (word, made_by, forms) VALUES (?, ?, ?)",
+                [(word, made_by, json.dumps(sorted(found))) for word, found in forms.items()])
 
     def recent_keys(self, since: datetime) -> set[str]:
         """Keys of the papers first seen since ``since``, without reading the papers."""
@@ -1315,6 +1415,17 @@ def _paper_row(paper: Paper) -> dict[str, Any]:
         "summary": paper.summary,
         "summary_source": paper.summary_source,
     }
+
+
+def reasons_json(reasons: Iterable[Reason]) -> str:
+    """A match's reasons as kept: one list per reason, its fields in order."""
+    return json.dumps([[r.kind, r.value, r.field, r.points, r.count, r.weight]
+                       for r in reasons], ensure_ascii=False)
+
+
+def reasons_from_json(text: str) -> tuple[Reason, ...]:
+    return tuple(Reason(kind, value, field, points, count, weight)
+                 for kind, value, field, points, count, weight in json.loads(text))
 
 
 def _paper_from_row(row: dict[str, Any]) -> Paper:

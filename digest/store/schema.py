@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import sqlite_utils
 
 MIGRATIONS: list[str] = [
@@ -196,7 +198,74 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     ALTER TABLE digests ADD COLUMN left_out INTEGER;
     """,
+    # 9: each watchlist's matches kept from run to run, so that a run scores only the papers
+    #    new or changed since the watchlist was last scored as it stands. paper_changes gives
+    #    every paper a number that grows each time it is added or a field scoring reads
+    #    changes (the triggers keep it, whoever writes the papers); scoring_state says up to
+    #    which number each watchlist was scored, and under which definition of it.
+    #    word_forms keeps the singular and plural forms of the watchlists' words, so that
+    #    a run finds them without asking inflect again.
+    """
+    CREATE TABLE paper_changes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        paper_key TEXT NOT NULL UNIQUE
+    );
+    INSERT INTO paper_changes (paper_key) SELECT key FROM papers ORDER BY first_seen, key;
+    CREATE TRIGGER papers_added AFTER INSERT ON papers BEGIN
+        INSERT OR REPLACE INTO paper_changes (paper_key) VALUES (NEW.key);
+    END;
+    CREATE TRIGGER papers_changed AFTER UPDATE ON papers
+    WHEN OLD.key IS NOT NEW.key OR OLD.title IS NOT NEW.title
+        OR OLD.abstract IS NOT NEW.abstract OR OLD.authors IS NOT NEW.authors
+        OR OLD.categories IS NOT NEW.categories
+        OR OLD.primary_category IS NOT NEW.primary_category
+        OR OLD.published IS NOT NEW.published OR OLD.upvotes IS NOT NEW.upvotes
+        OR OLD.first_seen IS NOT NEW.first_seen
+    BEGIN
+        DELETE FROM paper_changes WHERE paper_key = OLD.key;
+        INSERT OR REPLACE INTO paper_changes (paper_key) VALUES (NEW.key);
+    END;
+    CREATE TRIGGER papers_removed AFTER DELETE ON papers BEGIN
+        DELETE FROM paper_changes WHERE paper_key = OLD.key;
+    END;
+    CREATE TABLE scoring_state (
+        watchlist TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        through INTEGER NOT NULL,
+        scored_at TEXT NOT NULL
+    );
+    CREATE TABLE matches (
+        watchlist TEXT NOT NULL,
+        paper_key TEXT NOT NULL,
+        first_seen TEXT NOT NULL,
+        score REAL NOT NULL,
+        reasons TEXT NOT NULL,
+        PRIMARY KEY (watchlist, paper_key)
+    ) WITHOUT ROWID;
+    CREATE INDEX matches_paper ON matches(paper_key);
+    CREATE INDEX matches_first_seen ON matches(first_seen);
+    CREATE TABLE word_forms (
+        word TEXT PRIMARY KEY,
+        made_by TEXT NOT NULL,
+        forms TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
+
+
+def statements(script: str) -> list[str]:
+    """A migration's statements, whole: a trigger's body holds semicolons of its own."""
+    out: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                out.append(pending.strip())
+            pending = ""
+    if pending.strip(" \n;"):
+        out.append(pending.strip())
+    return out
 
 
 def migrate(db: sqlite_utils.Database) -> int:
@@ -206,8 +275,7 @@ def migrate(db: sqlite_utils.Database) -> int:
         if number <= current:
             continue
         with db.atomic():
-            for statement in script.split(";"):
-                if statement.strip():
-                    db.execute(statement)
+            for statement in statements(script):
+                db.execute(statement)
             db.execute(f"PRAGMA user_version = {number}")
     return len(MIGRATIONS)

@@ -1,0 +1,126 @@
+"""The lookback window scored for a run: kept matches for papers scored before, fresh
+scores for the papers that are new or changed since.
+
+A watchlist's matches are kept in the store under a fingerprint of everything its verdicts
+depend on (its definition, its model and ratings, the scoring code, the window's length).
+While the fingerprint holds, only papers added or changed after the last scored change
+number are scored again, so a run costs what the day brought, not what the window holds.
+A watchlist whose verdicts move with the day or the whole store (a recency boost,
+similar_to), or whose fingerprint changed, is scored over the whole window, as every
+watchlist is with ``incremental=False``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from digest.config import WatchlistSettings
+from digest.models import Match
+from digest.scoring import Matcher
+from digest.store import Store
+from digest.store.db import Candidates, KeptScores, reasons_from_json
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ScoredWindow:
+    """What the window holds for each watchlist: its matches that some channel of it may
+    still be sent (all a digest can use), and how many it matched in all."""
+
+    papers: int = 0  # papers first seen in the window
+    scored: int = 0  # papers scored this run (for at least one watchlist)
+    whole: list[str] = field(default_factory=list)  # watchlists scored over the window
+    open: dict[str, list[Match]] = field(default_factory=dict)
+    matched: dict[str, int] = field(default_factory=dict)
+
+
+def score_window(
+    matcher: Matcher,
+    store: Store,
+    watchlists: Sequence[WatchlistSettings],
+    candidates: Candidates,
+    *,
+    since: datetime,
+    now: datetime,
+    lookback_days: int,
+    incremental: bool = True,
+    progress: Progress = lambda line: None,
+) -> ScoredWindow:
+    """Score the window for ``watchlists`` and keep what was scored for the next run."""
+    out = ScoredWindow(papers=store.window_count(since))
+    through = store.last_change()
+    state = store.scoring_state() if incremental else {}
+    fingerprints = {w.name: f"{matcher.fingerprint(w.name)}:{lookback_days}"
+                    for w in watchlists}
+    resume: dict[int, list[str]] = defaultdict(list)  # change number -> watchlists
+    for w in watchlists:
+        kept = state.get(w.name)
+        if kept is None or kept[0] != fingerprints[w.name] or matcher.volatile(w.name):
+            out.whole.append(w.name)
+        else:
+            resume[kept[1]].append(w.name)
+
+    fresh: dict[str, list[Match]] = {w.name: [] for w in watchlists}
+    rescored: dict[str, frozenset[str]] = {}  # watchlist -> the papers scored for it now
+    if out.whole:
+        papers = store.recent(since)
+        progress(f"scoring {len(papers)} papers against {_count(out.whole, 'watchlist')}")
+        _add(fresh, matcher.match_many(papers, now=now, names=out.whole))
+        keys = frozenset(p.key for p in papers)
+        rescored.update((name, keys) for name in out.whole)
+        out.scored = len(papers)
+    for after, names in sorted(resume.items()):
+        papers = store.changed_since(since, after)
+        if papers:
+            progress(f"scoring {len(papers)} new or changed papers against "
+                     f"{_count(names, 'watchlist')} (the rest of the window is kept)")
+            _add(fresh, matcher.match_many(papers, now=now, names=names))
+        keys = frozenset(p.key for p in papers)
+        rescored.update((name, keys) for name in names)
+        out.scored = max(out.scored, len(papers))
+
+    channels = {w.name: w.channels for w in watchlists}
+
+    def still_open(name: str, key: str) -> bool:
+        return any(candidates.open(channel, key) for channel in channels[name])
+
+    for w in watchlists:
+        out.open[w.name] = [m for m in fresh[w.name] if still_open(w.name, m.paper.key)]
+        out.matched[w.name] = len(fresh[w.name])
+    # Kept matches: counted all, read (reasons and paper) only when a channel may use them.
+    wanted: dict[str, list[tuple[str, float, str]]] = defaultdict(list)
+    kept_names = [n for names in resume.values() for n in names]
+    for name, key, score, reasons in store.kept_matches(since, kept_names):
+        if key in rescored[name]:
+            continue
+        out.matched[name] += 1
+        if still_open(name, key):
+            wanted[name].append((key, score, reasons))
+    papers_by_key = store.papers({key for rows in wanted.values() for key, _, _ in rows})
+    for name, rows in wanted.items():
+        for key, score, reasons in rows:
+            paper = papers_by_key.get(key)
+            if paper is not None:
+                out.open[name].append(Match(paper=paper, watchlist=name, score=score,
+                                            reasons=reasons_from_json(reasons)))
+    store.keep_scores({w.name: KeptScores(fingerprints[w.name], w.name in out.whole,
+                                          fresh[w.name], rescored[w.name])
+                       for w in watchlists}, through=through, since=since, now=now)
+    return out
+
+
+def _add(into: dict[str, list[Match]], scored: dict[str, list[Match]]) -> None:
+    for name, matches in scored.items():
+        into[name].extend(matches)
+
+
+def _count(names: Iterable[str], noun: str) -> str:
+    count = len(list(names))
+    return f"{count} {noun}{'s' if count != 1 else ''}"
