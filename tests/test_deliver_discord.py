@@ -38,6 +38,7 @@ from digest.deliver.discord import (
 from digest.errors import ConfigError, DeliveryError
 from digest.models import Digest, Match, Paper, Reason
 from digest.store import Store
+from digest.store.db import unpack_payload
 
 HOOK = "https://discord.com/api/webhooks/1234/sekrit-token"
 HOOK_PATH = "/api/webhooks/1234/sekrit-token"
@@ -646,7 +647,7 @@ def test_the_outbox_holds_the_exact_bodies_the_hook_receives(tmp_path, capsys, m
     with Store.open(tmp_path / "digest.db") as store:
         [row] = store.db.execute(
             "SELECT payload FROM digests WHERE channel = 'chat'").fetchall()
-    payload = json.loads(row[0])
+    payload = unpack_payload(row[0])
     assert payload["kind"] == "discord"
     # the recorded payload, sent for real, arrives as exactly the bytes in the outbox
     url = http_server.route(HOOK_PATH, Route(204))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import email
 import html as html_text
-import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -33,6 +32,7 @@ from digest.pipeline import Seams, build_matcher, run_once
 from digest.render import RATING_LABELS
 from digest.scoring import rank
 from digest.store import LeftOut, Store
+from digest.store.db import unpack_payload
 from digest.web.server import start_in_background
 
 KEY = "m" * 40
@@ -414,7 +414,7 @@ def test_papers_a_channel_drops_for_size_are_recorded_too(make_run):
     with Store.open(settings.store.path) as store:
         digest_id, payload = store.db.execute("SELECT id, payload FROM digests").fetchone()
         found = store.digest_left_out(digest_id)
-    payload = json.loads(payload)
+    payload = unpack_payload(payload)
     assert payload["left_out"] == len(ranked) - 1
     link = LinkSigner(KEY).verify_more(_token(payload["more_url"]))
     assert link is not None and (link.digest_id, link.watchlist) == (digest_id, WATCHLIST)

@@ -21,7 +21,7 @@ from digest.models import Digest, Match, Paper
 from digest.pipeline import Seams, run_once
 from digest.sources.base import SourceState
 from digest.store import Store
-from digest.store.db import PRUNED_PAYLOAD, run_lock
+from digest.store.db import PRUNED_PAYLOAD, run_lock, unpack_payload
 
 NOW = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)
 FEED = "https://blog.example/feed"
@@ -211,7 +211,7 @@ def test_payloads_shrink_after_their_window_unless_a_recipient_waits(store):
 
     assert (pruned.papers, pruned.digests, pruned.payloads) == (0, 0, 1)
     payloads = dict(store.db.execute("SELECT id, payload FROM digests").fetchall())
-    assert json.loads(payloads[done]) == json.loads(PRUNED_PAYLOAD)
+    assert unpack_payload(payloads[done]) == json.loads(PRUNED_PAYLOAD)
     # The digest and its delivery stay, so 'explain' still says where the paper went.
     assert [d[0] for d in store.deliveries_of(a.key)] == ["mail"]
     # The refused recipient is sent the same digest next run: its payload must be whole.
@@ -227,7 +227,7 @@ def test_pruning_and_vacuum_shrink_the_file(tmp_path):
             when = NOW - timedelta(days=500 - day)
             papers = [paper(f"2401.{day:02d}{i:03d}") for i in range(20)]
             record(store, when, *papers)
-            # a payload that compresses as little as HTML does
+            # compresses as little as HTML does: the store keeps payloads compressed
             noise = random.Random(day).randbytes(40000).hex()
             store.mark_sent(digest_of(store, "chat", when, *papers, html=noise), when)
         store.vacuum()

@@ -167,3 +167,21 @@ def test_candidates_for_all_channels_equal_the_per_channel_query(store):
     _digest(store, "mail", keys[8])
     candidates.queued("mail", [keys[8]])
     assert candidates.for_channel("mail") == store.candidate_keys("mail", since)
+
+
+def test_payloads_are_kept_compressed_and_read_back_whole(store):
+    store.record_batch("arxiv", [paper("2611.1")], SourceState(), NOW)
+    html = "<tr><td class='paper'>LoRA · ▲ 3</td></tr>\n" * 2000
+    payload = {"kind": "email", "message": html, "html": html, "to": ["a@example.org"]}
+    digest = Digest("w", "mail", (Match(paper("2611.1"), "w", 1.0, ()),), NOW)
+    digest_id = store.create_digest(digest, payload, NOW)
+    stored = store.db.execute("SELECT payload FROM digests WHERE id = ?",
+                              [digest_id]).fetchone()[0]
+    assert isinstance(stored, bytes) and len(stored) * 20 < len(html) * 2
+    (open_digest,) = store.open_digests()
+    assert open_digest.payload == payload
+    # A digest recorded before payloads were compressed reads as it was written.
+    store.db.execute("UPDATE digests SET payload = ? WHERE id = ?",
+                     ['{"kind": "email", "message": "plain"}', digest_id])
+    (open_digest,) = store.open_digests()
+    assert open_digest.payload == {"kind": "email", "message": "plain"}

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import sqlite3
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -742,8 +743,8 @@ class Store:
                 """INSERT INTO digests (id, channel, watchlist, status, payload, created_at,
                                         updated_at, left_out)
                    VALUES (?, ?, ?, 'pending', ?, ?, ?, ?)""",
-                [digest_id, digest.channel, digest.watchlist, json.dumps(payload), stamp, stamp,
-                 digest.left_out if left_out else None],
+                [digest_id, digest.channel, digest.watchlist, pack_payload(payload), stamp,
+                 stamp, digest.left_out if left_out else None],
             )
             digest_id = int(cursor.lastrowid or 0)
             for rank, match in enumerate(digest.matches, start=1):
@@ -947,7 +948,7 @@ class Store:
             "SELECT paper_key FROM digest_papers WHERE digest_id = ? ORDER BY rank",
             [digest_id]))
         return OpenDigest(id=row["id"], channel=row["channel"], watchlist=row["watchlist"],
-                          status=row["status"], payload=json.loads(row["payload"]),
+                          status=row["status"], payload=unpack_payload(row["payload"]),
                           parts_sent=row["parts_sent"], attempts=row["attempts"],
                           paper_keys=keys)
 
@@ -1415,6 +1416,20 @@ def _paper_row(paper: Paper) -> dict[str, Any]:
         "summary": paper.summary,
         "summary_source": paper.summary_source,
     }
+
+
+def pack_payload(payload: dict[str, Any]) -> bytes:
+    """A payload as stored: JSON, compressed. A day's emails are mostly HTML repeating the
+    same markup around each paper; compressed they take a fraction of the store."""
+    return zlib.compress(json.dumps(payload).encode("utf-8"), 6)
+
+
+def unpack_payload(stored: str | bytes) -> dict[str, Any]:
+    """A stored payload read back; stores written before compression hold plain JSON."""
+    if isinstance(stored, bytes):
+        stored = zlib.decompress(stored).decode("utf-8")
+    payload: dict[str, Any] = json.loads(stored)
+    return payload
 
 
 def reasons_json(reasons: Iterable[Reason]) -> str:
