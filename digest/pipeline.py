@@ -55,6 +55,7 @@ from digest.ranking import (
 from digest.render import Renderer, describe_reasons, plural
 from digest.scoring import Matcher, rank, with_shared_reasons
 from digest.similarity import SimilarityIndex
+from digest.similarity import tokens as similarity_tokens
 from digest.sources import arxiv_api, arxiv_rss, build_source
 from digest.sources.base import Batch
 from digest.store import LeftOut, OpenDigest, Store
@@ -145,8 +146,7 @@ def build_matcher(
         return Matcher(watchlists, models=models, ratings=ratings)
     if fetcher is not None:
         _record_seeds(similar, store, fetcher, seed_url, now, progress)
-    progress(f"indexing {store.papers_count()} stored papers for similar_to")
-    index = SimilarityIndex(store.texts())
+    index = SimilarityIndex.from_counts(*store.term_counts(similarity_tokens, progress))
     seeds: dict[str, list[str]] = {}
     seed_keys: dict[str, set[str]] = {}
     for watchlist in similar:

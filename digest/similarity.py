@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 _WORD = re.compile(r"[a-z][a-z0-9]+")
 # Words too common in abstracts to say anything about a topic.
@@ -44,12 +44,20 @@ Vector = dict[str, float]
 class SimilarityIndex:
     """Document frequencies of a corpus, to weigh terms by how distinctive they are."""
 
-    def __init__(self, documents: Iterable[str]) -> None:
+    def __init__(self, documents: Iterable[str] = ()) -> None:
         self.df: Counter[str] = Counter()
         self.size = 0
         for document in documents:
             self.df.update(set(tokens(document)))
             self.size += 1
+
+    @classmethod
+    def from_counts(cls, df: Mapping[str, int], size: int) -> SimilarityIndex:
+        """An index of a corpus counted elsewhere (the store keeps its counts)."""
+        index = cls()
+        index.df.update(df)
+        index.size = size
+        return index
 
     def idf(self, term: str) -> float:
         return math.log((self.size + 1) / (self.df.get(term, 0) + 1)) + 1.0

@@ -9,7 +9,8 @@ import os
 import shutil
 import sqlite3
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -586,6 +587,49 @@ class Store:
                         "fingerprint = excluded.fingerprint, through = excluded.through, "
                         "scored_at = excluded.scored_at", [name, kept.fingerprint, through, stamp])
             self.db.execute("DELETE FROM matches WHERE first_seen < ?", [_iso(since)])
+
+    def term_counts(self, terms_of: Callable[[str], Iterable[str]],
+                    progress: Callable[[str], None] = lambda line: None,
+                    ) -> tuple[dict[str, int], int]:
+        """How many stored papers hold each term (``terms_of`` a paper's "title. abstract"),
+        and how many papers there are: counted once over the store, then brought up to
+        date from the papers added or changed since and the texts changed or deleted."""
+        with self.writing("count the stored papers' words"):
+            state = self.db.execute(
+                "SELECT through, papers FROM term_counts_state").fetchone()
+            through = self.last_change()
+            counts: Counter[str] = Counter()
+            if state is None:
+                progress(f"counting the words of {self.papers_count()} stored papers for "
+                         "similar_to (once; later runs count only what changed)")
+                for text in self.texts():
+                    counts.update(set(terms_of(text)))
+                self.db.execute("DELETE FROM term_counts")
+                self.db.execute("DELETE FROM term_counts_retired")
+                self._add_term_counts(counts)
+            else:
+                for title, abstract in self.db.execute(
+                        "SELECT p.title, p.abstract FROM paper_changes c JOIN papers p "
+                        "ON p.key = c.paper_key WHERE c.seq > ?", [state[0]]):
+                    counts.update(set(terms_of(f"{title}. {abstract}")))
+                for title, abstract in self.db.execute(
+                        "SELECT title, abstract FROM term_counts_retired"):
+                    counts.subtract(set(terms_of(f"{title}. {abstract}")))
+                self.db.execute("DELETE FROM term_counts_retired")
+                self._add_term_counts(counts)
+            papers = self.papers_count()
+            self.db.execute("INSERT OR REPLACE INTO term_counts_state (id, through, papers) "
+                            "VALUES (1, ?, ?)", [through, papers])
+            found = {term: count for term, count in self.db.execute(
+                "SELECT term, papers FROM term_counts")}
+        return found, papers
+
+    def _add_term_counts(self, counts: Mapping[str, int]) -> None:
+        self.db.conn.executemany(
+            "INSERT INTO term_counts (term, papers) VALUES (?, ?) ON CONFLICT (term) "
+            "DO UPDATE SET papers = papers + excluded.papers",
+            [(term, count) for term, count in counts.items() if count])
+        self.db.execute("DELETE FROM term_counts WHERE papers <= 0")
 
     def word_forms(self, made_by: str) -> dict[str, frozenset[str]]:
         """The forms of each word kept by earlier runs, as ``made_by`` made them."""

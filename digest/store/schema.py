@@ -250,6 +250,45 @@ MIGRATIONS: list[str] = [
         forms TEXT NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 10: how many stored papers hold each word, for similar_to, kept up to date from run
+    #     to run instead of counted over the whole store each time. A paper changed or
+    #     deleted after it was counted leaves its counted title and abstract behind (the
+    #     same change that gives it a new change number, which has it counted again), so
+    #     the next count takes those words off.
+    """
+    CREATE TABLE term_counts (
+        term TEXT PRIMARY KEY,
+        papers INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE term_counts_state (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        through INTEGER NOT NULL,
+        papers INTEGER NOT NULL
+    );
+    CREATE TABLE term_counts_retired (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        title TEXT NOT NULL,
+        abstract TEXT NOT NULL
+    );
+    CREATE TRIGGER papers_recounted BEFORE UPDATE ON papers
+    WHEN (OLD.key IS NOT NEW.key OR OLD.title IS NOT NEW.title
+        OR OLD.abstract IS NOT NEW.abstract OR OLD.authors IS NOT NEW.authors
+        OR OLD.categories IS NOT NEW.categories
+        OR OLD.primary_category IS NOT NEW.primary_category
+        OR OLD.published IS NOT NEW.published OR OLD.upvotes IS NOT NEW.upvotes
+        OR OLD.first_seen IS NOT NEW.first_seen)
+        AND (SELECT seq FROM paper_changes WHERE paper_key = OLD.key)
+            <= (SELECT through FROM term_counts_state)
+    BEGIN
+        INSERT INTO term_counts_retired (title, abstract) VALUES (OLD.title, OLD.abstract);
+    END;
+    CREATE TRIGGER papers_uncounted BEFORE DELETE ON papers
+    WHEN (SELECT seq FROM paper_changes WHERE paper_key = OLD.key)
+        <= (SELECT through FROM term_counts_state)
+    BEGIN
+        INSERT INTO term_counts_retired (title, abstract) VALUES (OLD.title, OLD.abstract);
+    END;
+    """,
 ]
 
 
