@@ -115,6 +115,7 @@ class PaperView:
     text_links: tuple[tuple[str, str], ...] = ()
 
 
+@lru_cache(maxsize=1 << 14)
 def safe_url(url: str) -> str:
     """Only web links become links; a feed's javascript: or data: URL becomes none."""
     scheme = urlsplit(url.strip()).scheme.lower()
@@ -192,6 +193,7 @@ def rating_links(digest: Digest, key: str) -> tuple[tuple[str, str], ...]:
     return tuple((label, url) for label, url in links if url)
 
 
+@lru_cache(maxsize=1 << 12)
 def paper_links(paper: Paper) -> tuple[tuple[str, str], ...]:
     """(label, URL) of each place to read the paper; arXiv's PDF and HTML view for arXiv
     papers, and what a source knew of (Hugging Face, code with its stars, project page)."""

@@ -666,6 +666,12 @@ def _reason_key(reason: Reason) -> tuple[str, str, str]:
 
 
 @lru_cache(maxsize=1 << 12)
+def _normal_text(text: str) -> NormalText:
+    """A title or abstract in the normal form, once for every digest that highlights it."""
+    return NormalText(text)
+
+
+@lru_cache(maxsize=1 << 12)
 def _highlight_term(written: str) -> Term | None:
     try:
         return parse_term(written)
@@ -676,7 +682,7 @@ def _highlight_term(written: str) -> Term | None:
 def highlight_spans(text: str, terms: Iterable[str]) -> list[tuple[int, int]]:
     """Non-overlapping (start, end) spans of the given terms in ``text``, in order, each
     covering whole words: a prefix or a regex that ends inside a word takes all of it."""
-    normal = NormalText(text)
+    normal = _normal_text(text)
     spans = []
     for written in terms:
         term = _highlight_term(written)

@@ -1464,8 +1464,9 @@ def _paper_row(paper: Paper) -> dict[str, Any]:
 
 def pack_payload(payload: dict[str, Any]) -> bytes:
     """A payload as stored: JSON, compressed. A day's emails are mostly HTML repeating the
-    same markup around each paper; compressed they take a fraction of the store."""
-    return zlib.compress(json.dumps(payload).encode("utf-8"), 6)
+    same markup around each paper; compressed they take a fraction of the store. The
+    fastest level: the higher ones cost several times the time for a few percent."""
+    return zlib.compress(json.dumps(payload).encode("utf-8"), 1)
 
 
 def unpack_payload(stored: str | bytes) -> dict[str, Any]:
