@@ -15,6 +15,8 @@ Scenarios (only those asked for run; the scale one when none is):
   --days D              D consecutive runs on one store, each with a new listing of M
                         papers never seen before: per run, the figures and the store's size
   --feed-sizes A,B,...  one run per listing size, at N watchlists, each from an empty store
+  --stored-papers P     N watchlists that also have a similar_to seed, on a store already
+                        holding P papers of the year before: two consecutive days of M
   --rss2email           rss2email (one email per item, then its digest mode) beside
                         paper-digest sending one digest of one watchlist matching every
                         paper, all on the same M-item listing and SMTP server, K runs each
@@ -22,7 +24,8 @@ Scenarios (only those asked for run; the scale one when none is):
                         most cumulative time, and the 15 with the most time of their own
 
 Run: .venv/bin/python bench/bench_scale.py [--watchlists 1000] [--items 2000] [--repeat 5]
-       [--days D] [--feed-sizes 2000,20000,100000] [--rss2email] [--profile] [--seed 1]
+       [--days D] [--feed-sizes 2000,20000,100000] [--stored-papers 500000]
+       [--rss2email] [--profile] [--seed 1]
        [--source DIR] [--keep] [--timeout 1800]
 e.g. .venv/bin/python bench/bench_scale.py --watchlists 1000 --items 2000 --repeat 5
 
@@ -183,6 +186,7 @@ class WatchlistSpec:
     authors: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()  # a filter: only papers listed in one of these
     max_papers: int = MAX_PAPERS
+    similar_to: tuple[str, ...] = ()  # seed texts
 
 
 def make_watchlists(count: int, vocabulary: Vocabulary, seed: int) -> list[WatchlistSpec]:
@@ -364,6 +368,8 @@ def write_config(directory: Path, *, feed_url: str, smtp_port: int,
             lines.append(f"authors = {_toml(watchlist.authors)}")
         if watchlist.categories:
             lines.append(f"categories = {_toml(watchlist.categories)}")
+        if watchlist.similar_to:
+            lines.append(f"similar_to = {_toml(watchlist.similar_to)}")
         lines += [f"max_papers = {watchlist.max_papers}", f"channels = {_toml([channel])}", ""]
         if channel not in channels:
             channels.append(channel)
@@ -756,6 +762,70 @@ def days(bench: Bench, *, watchlists: int, items: int, count: int) -> None:
     bench.done_with(directory)
 
 
+# Fills a store with old papers through the measured product's own Store, in its own
+# process: title and abstract from a word list, first seen over the year before the runs.
+FILL_STORE = """
+import random, sys
+from datetime import UTC, datetime, timedelta
+from digest.models import Paper
+from digest.sources.base import SourceState
+from digest.store import Store
+path, count, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rng = random.Random(seed)
+words = [line.strip() for line in sys.stdin if line.strip()]
+start = datetime.now(UTC) - timedelta(days=365)
+with Store.open(path) as store:
+    for chunk in range(0, count, 10_000):
+        when = start + timedelta(days=330 * chunk / count)
+        papers = [Paper(key=f"arxiv:old.{n:07d}", arxiv_id=f"old.{n:07d}", url="u",
+                        title=" ".join(rng.choices(words, k=9)),
+                        abstract=" ".join(rng.choices(words, k=150)))
+                  for n in range(chunk, min(count, chunk + 10_000))]
+        store.record_batch("old", papers, SourceState(), when)
+"""
+
+
+def stored_papers(bench: Bench, *, watchlists: int, items: int, stored: int) -> None:
+    """Two consecutive days with ``watchlists`` similar_to watchlists, on a store that
+    already holds ``stored`` papers from the year before."""
+    command = f"{COMMAND} --watchlists {watchlists} --items {items} --stored-papers {stored}"
+    command += bench.options()
+    rng = Random(f"similar-{bench.seed}")
+    specs = [replace(spec, similar_to=(
+        " ".join([*rng.choices(FILLER, k=12), *spec.keywords[:2]]),))
+        for spec in make_watchlists(watchlists, bench.vocabulary, bench.seed)]
+    print(f"\n== stored papers: {watchlists} watchlists with similar_to, on a store already "
+          f"holding {stored} papers; two consecutive days, a new {items}-paper listing each")
+    print(f"command: {command}")
+    directory = bench.workdir("stored")
+    words = "\n".join(FILLER + list(bench.vocabulary.terms)) + "\n"
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", FILL_STORE, str(directory / "digest.db"),
+                    str(stored), str(bench.seed)], input=words, text=True, check=True,
+                   env=bench.environment(), cwd=directory, timeout=bench.timeout)
+    print(f"  store filled with {stored} papers in {time.perf_counter() - started:.1f} s, "
+          f"{store_size(directory) / 2**20:.1f} MiB")
+    config: Path | None = None
+    rows = []
+    for day in (1, 2):
+        listing = make_listing(items, first=(day - 1) * items, vocabulary=bench.vocabulary,
+                               watchlists=specs, seed=bench.seed)
+        bench.feed.body = listing.body
+        if config is None:
+            config = write_config(directory, feed_url=bench.feed.url,
+                                  smtp_port=bench.mail.port, watchlists=specs,
+                                  feed_bytes=len(listing.body))
+        sample = bench.run([*bench.product(), "run", "--once", "--config", str(config)],
+                           directory)
+        bench.check(sample, expected=watchlists, what=f"day {day}")
+        rows.append([f"day {day}", f"{sample.wall:.2f}", f"{sample.cpu:.2f}",
+                     f"{sample.peak_rss_mib:.1f}", f"{store_size(directory) / 2**20:.1f}",
+                     f"{sample.messages}/{watchlists}", sample.status])
+    print(table(["", "wall (s)", "CPU (s)", "peak RSS (MiB)", "store (MiB)", "messages",
+                 "exit"], rows))
+    bench.done_with(directory)
+
+
 def feed_sizes(bench: Bench, *, watchlists: int, sizes: Sequence[int]) -> None:
     command = f"{COMMAND} --watchlists {watchlists} --feed-sizes {','.join(map(str, sizes))}"
     command += bench.options()
@@ -992,6 +1062,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="consecutive runs on one store, a new listing each")
     parser.add_argument("--feed-sizes", type=_sizes, default=None,
                         help="listing sizes, one run each, e.g. 2000,20000,100000")
+    parser.add_argument("--stored-papers", type=int, default=0,
+                        help="two days of similar_to watchlists on a store already holding "
+                             "this many papers, e.g. 500000")
     parser.add_argument("--rss2email", action="store_true",
                         help="compare with rss2email, per item and in its digest mode")
     parser.add_argument("--profile", action="store_true",
@@ -1028,13 +1101,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"paper-digest: {bench.describe()}; Python {sys.version.split()[0]}; "
           f"{os.cpu_count()} CPUs; listing at {feed.url}, SMTP at 127.0.0.1:{mail.port}")
     try:
-        asked = args.days or args.feed_sizes or args.rss2email or args.profile
+        asked = (args.days or args.feed_sizes or args.rss2email or args.profile
+                 or args.stored_papers)
         if not asked:
             scale(bench, watchlists=args.watchlists, items=args.items, repeat=args.repeat)
         if args.days:
             days(bench, watchlists=args.watchlists, items=args.items, count=args.days)
         if args.feed_sizes:
             feed_sizes(bench, watchlists=args.watchlists, sizes=args.feed_sizes)
+        if args.stored_papers:
+            stored_papers(bench, watchlists=args.watchlists, items=args.items,
+                          stored=args.stored_papers)
         if args.rss2email:
             baseline(bench, items=args.items, repeat=args.repeat)
         if args.profile:
