@@ -7,14 +7,16 @@ tests follow the same code path as live feeds.
 from __future__ import annotations
 
 import email.utils
+import io
 import logging
+import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -28,13 +30,19 @@ T = TypeVar("T")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Every arXiv host shares one pacer: arXiv asks for one request per 3 s across API and RSS.
 ARXIV_HOSTS = ("arxiv.org",)
+# A body up to this size stays in memory; a larger one goes on to a temporary file, so a
+# 100 MB listing is never held whole (nor twice, as chunks and joined).
+SPOOL_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
 class Fetched:
+    """One answer. ``body`` is a file positioned at the start (empty for 304); close the
+    answer, or use it in a ``with``, once read."""
+
     url: str
     status: int
-    content: bytes
+    body: IO[bytes] = field(default_factory=io.BytesIO, compare=False, repr=False)
     content_type: str | None = None
     etag: str | None = None
     last_modified: str | None = None
@@ -42,6 +50,21 @@ class Fetched:
     @property
     def not_modified(self) -> bool:
         return self.status == 304
+
+    @property
+    def content(self) -> bytes:
+        """The whole body as bytes, for sources that read their answer at once."""
+        self.body.seek(0)
+        return self.body.read()
+
+    def close(self) -> None:
+        self.body.close()
+
+    def __enter__(self) -> Fetched:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class Pacer:
@@ -242,7 +265,11 @@ class Fetcher:
                 raise FetchError(
                     f"{path} is {size} bytes, over the {self.settings.max_body_mb:g} MB limit",
                     source=source, url=location)
-            return Fetched(url=location, status=200, content=path.read_bytes())
+            # A small file is read at once (nothing left open); a large one is read from
+            # where it lies rather than copied.
+            body: IO[bytes] = io.BytesIO(path.read_bytes()) if size <= SPOOL_BYTES else \
+                path.open("rb")
+            return Fetched(url=location, status=200, body=body)
         except OSError as exc:
             raise FetchError(f"cannot read {path}: {exc.strerror or exc}",
                              source=source, url=location) from exc
@@ -270,18 +297,18 @@ class Fetcher:
                     log.info("GET %s -> %d", response.url, response.status_code)
                     status = response.status_code
                     if status in (200, 203):
-                        content = self._read_limited(response, url, source)
+                        body = self._read_limited(response, url, source)
                         return Fetched(
                             url=str(response.url),
                             status=200,
-                            content=content,
+                            body=body,
                             content_type=response.headers.get("Content-Type"),
                             etag=response.headers.get("ETag"),
                             last_modified=response.headers.get("Last-Modified"),
                         )
                     if status == 304:
-                        return Fetched(url=str(response.url), status=304, content=b"",
-                                       etag=etag, last_modified=last_modified)
+                        return Fetched(url=str(response.url), status=304, etag=etag,
+                                       last_modified=last_modified)
                     problem = f"HTTP {status} {response.reason_phrase}"
                     if status not in RETRY_STATUSES:
                         raise FetchError(problem, source=source, url=url, status=status,
@@ -312,20 +339,27 @@ class Fetcher:
             raise FetchError(exc.problem, source=source, url=url, status=exc.status,
                              attempts=exc.attempts) from None
 
-    def _read_limited(self, response: httpx.Response, url: str, source: str | None) -> bytes:
+    def _read_limited(self, response: httpx.Response, url: str,
+                      source: str | None) -> IO[bytes]:
+        """The body, written as it arrives to a file that stays in memory while small."""
         limit = self.settings.max_body_bytes
         declared = response.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise FetchError(
                 f"response is {declared} bytes, over the {self.settings.max_body_mb:g} MB limit",
                 source=source, url=url, status=response.status_code)
-        chunks: list[bytes] = []
-        size = 0
-        for chunk in response.iter_bytes():
-            size += len(chunk)
-            if size > limit:
-                raise FetchError(
-                    f"response exceeds the {self.settings.max_body_mb:g} MB limit; cut off",
-                    source=source, url=url, status=response.status_code)
-            chunks.append(chunk)
-        return b"".join(chunks)
+        body = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
+        try:
+            size = 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise FetchError(
+                        f"response exceeds the {self.settings.max_body_mb:g} MB limit; cut off",
+                        source=source, url=url, status=response.status_code)
+                body.write(chunk)
+            body.seek(0)
+        except BaseException:  # a failed attempt leaves no file behind, whatever stopped it
+            body.close()
+            raise
+        return body

@@ -140,6 +140,36 @@ def test_local_files_are_read_through_the_same_call(tmp_path):
         fetcher.get(str(tmp_path / "missing.xml"))
 
 
+class Dropped(httpx.SyncByteStream):
+    """A body that stops half-way: the connection was lost."""
+
+    def __init__(self, first: bytes) -> None:
+        self.first = first
+
+    def __iter__(self):
+        yield self.first
+        raise httpx.ReadError("connection lost")
+
+
+def test_a_large_body_is_read_whole_after_a_retry_that_cut_it_off():
+    body = bytes(range(256)) * 12_000  # 3 MB: past what is kept in memory
+    answers = iter([httpx.Response(200, stream=Dropped(body[:1_000_000])),
+                    httpx.Response(200, content=body)])
+    fetcher = fetcher_for(lambda r: next(answers), interval_seconds=0)
+    with fetcher.get("https://example.org/listing") as fetched:
+        assert fetched.body.read() == body  # nothing of the first attempt is left in it
+        assert fetched.content == body
+    assert fetched.body.closed
+
+
+def test_a_large_local_file_is_read_where_it_lies(tmp_path):
+    path = tmp_path / "listing.xml"
+    path.write_bytes(b"<rss>" + b" " * 3_000_000 + b"</rss>")
+    with fetcher_for(lambda r: pytest.fail("no HTTP")).get(str(path)) as fetched:
+        assert getattr(fetched.body, "name", None) == str(path)
+        assert fetched.content == path.read_bytes()
+
+
 @pytest.mark.parametrize(
     ("value", "seconds"),
     [("120", 120.0), ("", None), ("soon", None),

@@ -121,9 +121,9 @@ def lookup(
         batch = wanted[start:start + LOOKUP_BATCH]
         if len(wanted) > LOOKUP_BATCH:
             progress(f"looking up arXiv ids {start + 1}-{start + len(batch)} of {len(wanted)}")
-        fetched = fetcher.get(url, params={"id_list": ",".join(batch), "start": 0,
-                                           "max_results": len(batch)}, source=source)
-        page, _ = parse(fetched.content, source=source)
+        with fetcher.get(url, params={"id_list": ",".join(batch), "start": 0,
+                                      "max_results": len(batch)}, source=source) as fetched:
+            page, _ = parse(fetched.content, source=source)
         papers.extend(p for p in page if p.arxiv_id and p.title)
     return papers
 
@@ -177,9 +177,9 @@ class ArxivApiSource:
                 "sortBy": self.options.sort_by,
                 "sortOrder": "descending",
             }
-            fetched = fetcher.get(self.url, params=params, source=self.settings.name,
-                                  headers=self.settings.request_headers())
-            page, total = parse(fetched.content, source=self.settings.name)
+            with fetcher.get(self.url, params=params, source=self.settings.name,
+                             headers=self.settings.request_headers()) as fetched:
+                page, total = parse(fetched.content, source=self.settings.name)
             papers.extend(page)
             log.info("arxiv_api source=%s start=%d got=%d total=%s", self.settings.name,
                      start, len(page), total)

@@ -236,9 +236,10 @@ class BiorxivSource:
         while True:
             url = self.url if local else (f"{self.url.rstrip('/')}/{self.options.server}/"
                                           f"{self.options.days}d/{cursor}/json")
-            fetched = fetcher.get(url, params=params, source=self.settings.name,
-                                  headers=self.settings.request_headers())
-            page = parse(fetched.content, server=self.options.server, source=self.settings.name)
+            with fetcher.get(url, params=params, source=self.settings.name,
+                             headers=self.settings.request_headers()) as fetched:
+                page = parse(fetched.content, server=self.options.server,
+                             source=self.settings.name)
             papers.extend(page.papers)
             log.info("biorxiv source=%s server=%s category=%s cursor=%d got=%d total=%s",
                      self.settings.name, self.options.server, category or "all", cursor,

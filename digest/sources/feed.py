@@ -189,10 +189,11 @@ class FeedSource:
         self.url = settings.url or ""
 
     def fetch(self, fetcher: Fetcher, state: SourceState) -> Batch:
-        fetched = fetcher.get(self.url, etag=state.etag, last_modified=state.last_modified,
-                              source=self.settings.name,
-                              headers=self.settings.request_headers())
-        if fetched.not_modified:
-            return Batch(state=state, not_modified=True)
-        return Batch(papers=parse(fetched.content, source=self.settings.name),
-                     state=SourceState(etag=fetched.etag, last_modified=fetched.last_modified))
+        with fetcher.get(self.url, etag=state.etag, last_modified=state.last_modified,
+                         source=self.settings.name,
+                         headers=self.settings.request_headers()) as fetched:
+            if fetched.not_modified:
+                return Batch(state=state, not_modified=True)
+            return Batch(papers=parse(fetched.content, source=self.settings.name),
+                         state=SourceState(etag=fetched.etag,
+                                           last_modified=fetched.last_modified))

@@ -161,7 +161,7 @@ class HuggingFaceDailySource:
         params: dict[str, str | int] = {}
         if self.options.date != "latest":
             params["date"] = self.options.date
-        fetched = fetcher.get(self.url, params=params or None, source=self.settings.name,
-                              headers=self.settings.request_headers())
-        return Batch(papers=parse(fetched.content, date=self.options.date,
-                                  source=self.settings.name))
+        with fetcher.get(self.url, params=params or None, source=self.settings.name,
+                         headers=self.settings.request_headers()) as fetched:
+            return Batch(papers=parse(fetched.content, date=self.options.date,
+                                      source=self.settings.name))
