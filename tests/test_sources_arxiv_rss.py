@@ -1,5 +1,6 @@
 """arXiv RSS listings: real captured feeds and the announce-type filter."""
 
+import io
 from collections import Counter
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from digest.config import HttpSettings, SourceSettings
 from digest.errors import ParseError
 from digest.http import Fetcher
 from digest.sources import arxiv_rss
-from digest.sources.base import SourceState, split_authors
+from digest.sources.base import SourceState, parse_xml, split_authors
 
 
 def test_quant_ph_listing_counts_and_fields(real):
@@ -159,3 +160,95 @@ def test_entity_bomb_is_refused_before_parsing():
             + b"]><rss><channel><title>&lol9;</title></channel></rss>")
     with pytest.raises(ParseError, match="refused"):
         arxiv_rss.parse(bomb)
+
+
+# ------------------------------------------------------------------ read item by item
+
+
+def whole_document(content: bytes) -> list:
+    """The papers as read from the whole parsed tree: what the listing holds, to compare
+    the item-by-item reading with."""
+    channel = parse_xml(content, what="arXiv RSS").find("channel")
+    return [arxiv_rss._item(item, "arxiv_rss") for item in channel.iterfind("item")]
+
+
+def many_items(count: int) -> bytes:
+    """The sample listing's items repeated under fresh ids, ``count`` in all."""
+    head, _, rest = SAMPLE.partition(b"<item>")
+    items, _, tail = (b"<item>" + rest).rpartition(b"</item>")
+    items += b"</item>"
+    copies = [items.replace(b"2611.040", b"2%03d.%03d" % (n // 1000, n % 1000))
+              for n in range(count // 26 + 1)]
+    return head + b"\n".join(copies) + tail
+
+
+@pytest.mark.parametrize("name", [
+    "arxiv_rss_quant-ph_2025-04-28.xml", "arxiv_rss_all-archives_2024-11-28.xml",
+    "arxiv_rss_cs.LG_2026-04-27_TRIMMED_3items.xml",
+    "arxiv_rss_cs.CL_2026-04-27_TRIMMED_3items.xml",
+    "arxiv_rss_empty_cs.CL_saturday_2026-08-01.xml",
+    "arxiv_rss_empty_test-archive_2024-11-28.xml"])
+def test_item_by_item_reading_gives_the_papers_of_the_whole_document(real, name):
+    content = real(name)
+    assert list(arxiv_rss.read(io.BytesIO(content))) == whole_document(content)
+
+
+@pytest.mark.parametrize("content", [
+    pytest.param(SAMPLE, id="sample-data"),
+    pytest.param(SAMPLE.replace(b"Mei Lin", b"Mei L\xffn"), id="invalid-utf8"),
+    pytest.param(SAMPLE.replace(b"encoding='UTF-8'", b"encoding='ISO-8859-1'"),
+                 id="utf8-said-latin1"),
+    pytest.param(SAMPLE.decode().encode("utf-16"), id="utf-16"),
+    # several of the parser's reads, an item across each boundary between them
+    pytest.param(many_items(2000), id="2000-items"),
+])
+def test_item_by_item_reading_gives_the_papers_of_the_whole_document_sample(content):
+    papers = list(arxiv_rss.read(io.BytesIO(content)))
+    assert papers == whole_document(content) and papers
+
+
+def test_only_the_first_channels_own_items_are_read():
+    listing = SAMPLE.replace(b"<channel>", b"<channel><extra><item><title>not listed</title>"
+                             b"</item></extra>").replace(
+        b"</channel>", b"</channel><channel><item><title>second</title></item></channel>")
+    papers = list(arxiv_rss.read(io.BytesIO(listing)))
+    assert papers == whole_document(listing) and len(papers) == 26
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        pytest.param(many_items(2000)[:-5000], "malformed XML", id="cut-off-near-the-end"),
+        pytest.param(many_items(2000).replace(b"</rss>", b"</rss><rss>"),
+                     "malformed XML", id="a-second-document-after-the-first"),
+        pytest.param(many_items(2000).replace(b"<rss ", b"<feed ").replace(b"</rss>",
+                                                                           b"</feed>"),
+                     "expected <rss><channel>, got <feed>", id="not-rss"),
+        pytest.param(b"<!DOCTYPE html><html><body>" + b"<p>busy</p>" * 20000, "HTML page",
+                     id="html-cut-off"),
+        pytest.param(b"", "empty response", id="empty"),
+    ],
+)
+def test_a_broken_listing_gives_its_error_before_any_paper(content, message):
+    """Nothing of a broken listing is read, however many good items come before the fault:
+    the error comes from read() itself, as from parse()."""
+    with pytest.raises(ParseError, match=message):
+        arxiv_rss.parse(content)
+    with pytest.raises(ParseError, match=message):
+        arxiv_rss.read(io.BytesIO(content))
+
+
+def test_the_source_streams_the_listing_and_closes_the_answer(real):
+    body = real("arxiv_rss_quant-ph_2025-04-28.xml")
+    fetcher = Fetcher(HttpSettings(arxiv_interval_seconds=0), transport=httpx.MockTransport(
+        lambda request: httpx.Response(200, content=body, headers={"ETag": '"v2"'})))
+    source = arxiv_rss.ArxivRssSource(
+        SourceSettings(name="q", kind="arxiv_rss",
+                       options=arxiv_rss.ArxivRssOptions(categories=("quant-ph",))))
+    with source.stream(fetcher, SourceState()) as listing:
+        assert (listing.read, listing.skipped) == (0, 0)  # nothing read yet
+        papers = list(listing.papers)
+        assert listing.state.etag == '"v2"' and not listing.not_modified
+    assert (len(papers), listing.read, listing.skipped) == (50, 50, 31)
+    assert listing.body is not None and listing.body.closed
+    assert papers == source.fetch(fetcher, SourceState()).papers

@@ -5,13 +5,13 @@ Adding a kind is one module, one test file and one line in ``SOURCES``.
 
 from __future__ import annotations
 
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, runtime_checkable
 
 from digest.config import SourceSettings
 from digest.http import Fetcher
 from digest.options import KindOptions
 from digest.sources import arxiv_api, arxiv_rss, biorxiv, feed, hf_daily
-from digest.sources.base import Batch, SourceState
+from digest.sources.base import Batch, Listing, SourceState
 
 
 class Source(Protocol):
@@ -21,6 +21,14 @@ class Source(Protocol):
     def __init__(self, settings: SourceSettings) -> None: ...
 
     def fetch(self, fetcher: Fetcher, state: SourceState) -> Batch: ...
+
+
+@runtime_checkable
+class StreamingSource(Protocol):
+    """A source that can also hand its listing over paper by paper (arxiv_rss, whose
+    listings run to 100,000 items), so that it is recorded in chunks, never held whole."""
+
+    def stream(self, fetcher: Fetcher, state: SourceState) -> Listing: ...
 
 
 SOURCES: dict[str, type[Source]] = {
@@ -36,4 +44,5 @@ def build_source(settings: SourceSettings) -> Source:
     return SOURCES[settings.kind](settings)
 
 
-__all__ = ["Batch", "SOURCES", "Source", "SourceState", "build_source"]
+__all__ = ["Batch", "Listing", "SOURCES", "Source", "SourceState", "StreamingSource",
+           "build_source"]

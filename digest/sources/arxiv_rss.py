@@ -1,16 +1,18 @@
 """arXiv listing feeds (rss.arxiv.org/rss/<cat>+<cat>), parsed with lxml.
 
 feedparser drops ``arxiv:announce_type`` and is far slower on a full day's listing, so
-this format is read directly. Listings are empty on weekends and holidays: the source
-reports an empty listing as it is, and the pipeline judges it against arXiv's calendar.
+this format is read directly, item by item, so that a listing of any length is never held
+whole. Listings are empty on weekends and holidays: the source reports an empty listing
+as it is, and the pipeline judges it against arXiv's calendar.
 """
 
 from __future__ import annotations
 
+import io
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 
 from lxml import etree
 
@@ -21,10 +23,11 @@ from digest.http import Fetcher
 from digest.models import Paper, paper_key, parse_arxiv_id
 from digest.sources.base import (
     Batch,
+    Listing,
     SourceState,
+    XmlItems,
     clean_text,
     parse_timestamp,
-    parse_xml,
     split_authors,
 )
 
@@ -58,9 +61,28 @@ def as_listed(paper: Paper, categories: tuple[str, ...]) -> Paper:
     return replace(paper, announce_type="new" if own else "cross")
 
 
+WHAT = "arXiv RSS"
+
+
 def parse(content: bytes, *, source: str = "arxiv_rss") -> list[Paper]:
     """Every item of an arXiv RSS listing, whatever its announce type."""
-    root = parse_xml(content, what="arXiv RSS")
+    return list(read(io.BytesIO(content), source=source))
+
+
+def read(body: IO[bytes], *, source: str = "arxiv_rss") -> Iterator[Paper]:
+    """Every item of an arXiv RSS listing read from a file, one paper at a time.
+
+    The whole document is checked first, its items dropped as they are passed (well-formed
+    XML, an <rss><channel>, not arXiv's error feed), so a broken listing raises ParseError
+    here and gives no paper at all; the papers are then built on a second reading.
+    """
+    start = body.tell()
+    _channel(XmlItems(body, what=WHAT, tag="item").read_through())
+    body.seek(start)
+    return _papers(XmlItems(body, what=WHAT, tag="item"), source)
+
+
+def _channel(root: etree._Element) -> etree._Element:
     channel = root.find("channel")
     if root.tag != "rss" or channel is None:
         raise ParseError(f"arXiv RSS: expected <rss><channel>, got <{root.tag}>")
@@ -68,7 +90,19 @@ def parse(content: bytes, *, source: str = "arxiv_rss") -> list[Paper]:
     if title.startswith("Feed error"):
         reason = clean_text(channel.findtext("description")) or title
         raise ParseError(f"arXiv RSS reports an error: {reason}")
-    return [_item(item, source) for item in channel.iterfind("item")]
+    return channel
+
+
+def _papers(items: XmlItems, source: str) -> Iterator[Paper]:
+    """The items of the root's first <channel>, as the listing orders them; an <item>
+    anywhere else is not the listing's."""
+    channel: etree._Element | None = None
+    for item in items:
+        parent = item.getparent()
+        if channel is None and parent is not None:
+            channel = item.getroottree().getroot().find("channel")
+        if channel is not None and parent is channel:
+            yield _item(item, source)
 
 
 def _item(item: etree._Element, source: str) -> Paper:
@@ -142,13 +176,37 @@ class ArxivRssSource:
         self.url = settings.url or listing_url(self.options.categories)
 
     def fetch(self, fetcher: Fetcher, state: SourceState) -> Batch:
+        """The whole listing at once (see ``stream`` for one paper at a time)."""
+        with self.stream(fetcher, state) as listing:
+            papers = list(listing.papers)
+            return Batch(papers=papers, state=listing.state, not_modified=listing.not_modified,
+                         skipped=listing.skipped)
+
+    def stream(self, fetcher: Fetcher, state: SourceState) -> Listing:
+        """The listing, checked whole, its papers of the announce types asked for read one
+        at a time. A broken listing raises here, before any paper is read."""
         fetched = fetcher.get(self.url, etag=state.etag, last_modified=state.last_modified,
                               source=self.settings.name,
                               headers=self.settings.request_headers())
         if fetched.not_modified:
-            return Batch(state=state, not_modified=True)
-        papers = parse(fetched.content, source=self.settings.name)
+            fetched.close()
+            return Listing(state=state, not_modified=True)
+        try:
+            papers = read(fetched.body, source=self.settings.name)
+        except BaseException:
+            fetched.close()
+            raise
+        listing = Listing(state=SourceState(etag=fetched.etag,
+                                            last_modified=fetched.last_modified),
+                          body=fetched.body)
+        listing.papers = self._wanted(papers, listing)
+        return listing
+
+    def _wanted(self, papers: Iterator[Paper], listing: Listing) -> Iterator[Paper]:
         wanted = set(self.options.announce_types)
-        kept = [p for p in papers if p.announce_type in wanted]
-        return Batch(papers=kept, skipped=len(papers) - len(kept),
-                     state=SourceState(etag=fetched.etag, last_modified=fetched.last_modified))
+        for paper in papers:
+            if paper.announce_type in wanted:
+                listing.read += 1
+                yield paper
+            else:
+                listing.skipped += 1
