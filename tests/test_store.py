@@ -185,3 +185,64 @@ def test_payloads_are_kept_compressed_and_read_back_whole(store):
                      ['{"kind": "email", "message": "plain"}', digest_id])
     (open_digest,) = store.open_digests()
     assert open_digest.payload == {"kind": "email", "message": "plain"}
+
+
+# ------------------------------------------------------------------ recording in chunks
+
+
+def table(store, name: str) -> list[tuple]:
+    return sorted(store.db.execute(f"SELECT * FROM {name}").fetchall(), key=repr)
+
+
+def sightings_of_a_day(day: int) -> list[Paper]:
+    """Papers as sources list them: some listed twice, some newer versions, fields that
+    one sighting has and another lacks, a few keys that were pruned."""
+    papers = []
+    for n in range(40):
+        number = (n * 7 + day) % 23
+        papers.append(paper(
+            f"2611.{number:05d}", version=1 + (n + day) % 3,
+            abstract="" if n % 4 == 0 else f"abstract {n % 3}",
+            authors=() if n % 5 == 0 else ("A. One", f"B. {n % 2}"),
+            categories=(("cs.CL", "cs.LG") if n % 2 else ("cs.LG", "stat.ML")),
+            announce_type=("new", "cross", "replace")[n % 3],
+            upvotes=None if n % 3 else n, code_url=None if n % 4 else f"https://c/{n}",
+            published=datetime(2026, 11, 1 + n % 20, tzinfo=UTC) if n % 6 else None))
+    return papers
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 500])
+def test_a_listing_recorded_in_chunks_is_stored_as_in_one_batch(tmp_path, chunk):
+    """record_listing (a transaction per chunk, merged a chunk at a time) leaves the same
+    papers, sightings and counts as record_batch; only the source state waits."""
+    with Store.open(tmp_path / "whole.db") as whole, \
+            Store.open(tmp_path / "chunks.db") as chunks:
+        for target in (whole, chunks):
+            target.record_batch("arxiv", [paper("2611.00005"), paper("2611.00900")],
+                                SourceState(), NOW - timedelta(days=90))
+            target.prune(NOW - timedelta(days=10), keep_days=30, keep_payload_days=30)
+        for day in range(3):
+            now = NOW + timedelta(days=day)
+            counts = whole.record_batch("arxiv", sightings_of_a_day(day), SourceState(), now)
+            assert chunks.record_listing("arxiv", iter(sightings_of_a_day(day)), now,
+                                         chunk=chunk) == counts
+            chunks.record_success("arxiv", SourceState(), now)
+        assert table(chunks, "papers") == table(whole, "papers")
+        assert table(chunks, "sightings") == table(whole, "sightings")
+        assert table(chunks, "source_state") == table(whole, "source_state")
+
+
+def test_record_listing_leaves_the_source_state_to_record_success(store):
+    assert store.record_listing("arxiv", [paper("2611.1"), paper("2611.2"), paper("2611.1")],
+                                NOW, chunk=1) == (2, 0)
+    assert store.source_state("arxiv") == SourceState() and store.last_success("arxiv") is None
+    store.record_success("arxiv", SourceState(etag='"e"'), NOW)
+    assert store.source_state("arxiv").etag == '"e"' and store.last_success("arxiv") == NOW
+
+
+def test_references_merged_at_once_equal_references_merged_one_by_one(tmp_path):
+    papers = sightings_of_a_day(1) + sightings_of_a_day(2)
+    with Store.open(tmp_path / "once.db") as once, Store.open(tmp_path / "each.db") as each:
+        assert once.record_references(papers, NOW) == sum(
+            each.record_references([p], NOW) for p in papers)
+        assert table(once, "papers") == table(each, "papers")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import itertools
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -23,6 +25,13 @@ from digest.errors import LockedError, StoreError
 from digest.models import Digest, Match, Paper, Reason, normalise_doi, parse_arxiv_id
 from digest.sources.base import SourceState
 from digest.store.schema import migrate
+
+log = logging.getLogger(__name__)
+
+# Papers merged per read of their stored rows, and recorded per transaction by
+# record_listing: a chunk's papers and rows stay small, and a 100,000-item listing costs
+# 200 commits. Also under SQLite's limit on the values of one statement.
+CHUNK = 500
 
 # The tables that file rows under a channel's or a watchlist's name: what Store.rename moves.
 RENAMED_TABLES: dict[str, tuple[str, ...]] = {
@@ -274,20 +283,50 @@ class Store:
     def record_batch(
         self, source: str, papers: Iterable[Paper], state: SourceState, now: datetime
     ) -> tuple[int, int]:
-        """Store what a source listed; return (new papers, already known papers)."""
+        """Store what a source listed, and its state, in one transaction; return (new
+        papers, already known papers)."""
         stamp = _iso(now)
         with self.writing(f"record papers from {source}"):
             new, known = self._record_sightings(source, papers, stamp, listing=True)
-            self.db.execute(
-                """INSERT INTO source_state (source, etag, last_modified, last_success,
-                                             consecutive_failures)
-                   VALUES (?, ?, ?, ?, 0)
-                   ON CONFLICT (source) DO UPDATE SET etag = excluded.etag,
-                       last_modified = excluded.last_modified,
-                       last_success = excluded.last_success, consecutive_failures = 0""",
-                [source, state.etag, state.last_modified, stamp],
-            )
+            self._record_success(source, state, stamp)
         return new, known
+
+    def record_listing(self, source: str, papers: Iterable[Paper], now: datetime, *,
+                       chunk: int = CHUNK) -> tuple[int, int]:
+        """Store what a source listed, ``chunk`` papers per transaction, as they are read;
+        return (new papers, already known papers), counted as record_batch counts them.
+
+        The source's state is not written: call record_success once every paper is. A run
+        that stops half-way keeps the chunks stored so far and reads the listing again;
+        papers are keyed, so each is stored once however often it is recorded.
+        """
+        stamp = _iso(now)
+        seen: set[str] = set()  # keys only: a paper listed twice is recorded once
+        new = known = 0
+        papers = iter(papers)
+        while part := list(itertools.islice(papers, chunk)):
+            with self.writing(f"record papers from {source}"):
+                counts = self._record_sightings(source, part, stamp, listing=True, seen=seen)
+            new, known = new + counts[0], known + counts[1]
+            log.debug("source=%s recorded=%d new=%d", source, new + known, new)
+        return new, known
+
+    def record_success(self, source: str, state: SourceState, now: datetime) -> None:
+        """Remember a source's state (ETag, Last-Modified) and that it was read and stored
+        whole: after the last chunk of record_listing."""
+        with self.writing(f"record papers from {source}"):
+            self._record_success(source, state, _iso(now))
+
+    def _record_success(self, source: str, state: SourceState, stamp: str) -> None:
+        self.db.execute(
+            """INSERT INTO source_state (source, etag, last_modified, last_success,
+                                         consecutive_failures)
+               VALUES (?, ?, ?, ?, 0)
+               ON CONFLICT (source) DO UPDATE SET etag = excluded.etag,
+                   last_modified = excluded.last_modified,
+                   last_success = excluded.last_success, consecutive_failures = 0""",
+            [source, state.etag, state.last_modified, stamp],
+        )
 
     def record_references(self, papers: Iterable[Paper], now: datetime) -> int:
         """Store papers looked up for a reason other than news (seeds, imported likes).
@@ -298,59 +337,66 @@ class Store:
         """
         stamp = _iso(now)
         new = 0
+        papers = iter(papers)
         with self.writing("record looked-up papers"):
-            for paper in papers:
-                first_seen = stamp
-                if paper.published is not None:
-                    published = _iso(paper.published.astimezone(now.tzinfo))
-                    first_seen = min(first_seen, published)
-                new += self._merge_paper(paper, stamp, first_seen=first_seen)
+            while part := list(itertools.islice(papers, CHUNK)):
+                first_seen = [stamp if paper.published is None else
+                              min(stamp, _iso(paper.published.astimezone(now.tzinfo)))
+                              for paper in part]
+                new += sum(self._merge_papers(part, stamp, first_seen=first_seen))
         return new
 
-    def _merge_paper(self, paper: Paper, stamp: str, *, first_seen: str | None = None) -> bool:
-        row = self.db.execute("SELECT * FROM papers WHERE key = ?", [paper.key]).fetchone()
-        values = _paper_row(paper)
-        if row is None:
-            # A paper pruned for age keeps its first sighting: listed again (a new version),
-            # it is neither new nor a candidate, as before it was pruned.
-            pruned = self.db.execute("SELECT first_seen FROM pruned_papers WHERE key = ?",
-                                     [paper.key]).fetchone()
-            seen = first_seen or stamp
-            self.db.table("papers").insert({**values, "updated_at": stamp,
-                                            "first_seen": min(pruned[0], seen) if pruned
-                                            else seen})
-            return pruned is None
-        old = dict(zip([d[0] for d in self.db.execute("SELECT * FROM papers LIMIT 0")
-                        .description], row, strict=True))
-        merged = dict(old)
-        newer = (paper.version or 0) > (old["version"] or 0)
-        for column in ("title", "abstract", "url", "authors"):
-            if values[column] and (newer or not old[column] or old[column] == "[]"):
-                merged[column] = values[column]
-        for column in ("arxiv_id", "doi", "primary_category", "announce_type", "published",
-                       "comment", "journal_ref"):
-            if values[column] and (not old[column] or (newer and column != "announce_type")):
-                merged[column] = values[column]
-        # Links and counts change upstream (a repository appears, gains stars): the latest
-        # source that knows one wins. A summary moves together with who wrote it.
-        for column in ("hf_url", "code_url", "project_url"):
-            if values[column]:
-                merged[column] = values[column]
-        if values["summary"]:
-            merged["summary"] = values["summary"]
-            merged["summary_source"] = values["summary_source"]
-        if paper.code_stars is not None:
-            merged["code_stars"] = paper.code_stars
-        merged["version"] = max(old["version"] or 0, paper.version or 0) or None
-        categories = json.loads(old["categories"])
-        categories += [c for c in paper.categories if c not in categories]
-        merged["categories"] = json.dumps(categories)
-        if paper.upvotes is not None:
-            merged["upvotes"] = paper.upvotes
-        if merged != old:
-            merged["updated_at"] = stamp
-            self.db.table("papers").update(paper.key, merged)
-        return False
+    def _merge_papers(self, papers: Sequence[Paper], stamp: str, *,
+                      first_seen: Sequence[str] | None = None) -> list[bool]:
+        """Merge each paper into the store, in order, as if one at a time; for each,
+        whether it was new. One read of the stored rows, one write per kind.
+
+        ``first_seen`` gives each paper's first sighting if new (else ``stamp``).
+        """
+        keys = list(dict.fromkeys(paper.key for paper in papers))
+        marks = ",".join("?" * len(keys))
+        cursor = self.db.execute(f"SELECT * FROM papers WHERE key IN ({marks})", keys)
+        columns = [d[0] for d in cursor.description]
+        rows: dict[str, dict[str, Any]] = {row[0]: dict(zip(columns, row, strict=True))
+                                           for row in cursor}
+        pruned = dict(self.db.execute(
+            f"SELECT key, first_seen FROM pruned_papers WHERE key IN ({marks})", keys
+        ).fetchall()) if len(rows) < len(keys) else {}
+        inserted: dict[str, None] = {}  # new rows, in the order they came
+        updated: dict[str, None] = {}  # stored rows that changed
+        new = []
+        for number, paper in enumerate(papers):
+            values = _paper_row(paper)
+            old = rows.get(paper.key)
+            if old is None:
+                # A paper pruned for age keeps its first sighting: listed again (a new
+                # version), it is neither new nor a candidate, as before it was pruned.
+                seen = first_seen[number] if first_seen else stamp
+                was_pruned = paper.key in pruned
+                rows[paper.key] = {**values, "updated_at": stamp,
+                                   "first_seen": min(pruned[paper.key], seen) if was_pruned
+                                   else seen}
+                inserted[paper.key] = None
+                new.append(not was_pruned)
+                continue
+            merged = _merged(old, values, paper)
+            if merged != old:
+                merged["updated_at"] = stamp
+                rows[paper.key] = merged
+                if paper.key not in inserted:
+                    updated[paper.key] = None
+            new.append(False)
+        if inserted:
+            names = [*_paper_row(papers[0]), "updated_at", "first_seen"]
+            self.db.conn.executemany(
+                f"INSERT INTO papers ({', '.join(names)}) VALUES ({','.join('?' * len(names))})",
+                [[rows[key][name] for name in names] for key in inserted])
+        if updated:
+            names = [name for name in columns if name != "key"]
+            self.db.conn.executemany(
+                f"UPDATE papers SET {', '.join(f'{name} = ?' for name in names)} WHERE key = ?",
+                [[*(rows[key][name] for name in names), key] for key in updated])
+        return new
 
     def record_source_error(self, source: str, error: str, now: datetime) -> None:
         stamp = _iso(now)
@@ -385,31 +431,35 @@ class Store:
             return self._record_sightings(source, papers, stamp, listing=False)
 
     def _record_sightings(self, source: str, papers: Iterable[Paper], stamp: str, *,
-                          listing: bool) -> tuple[int, int]:
+                          listing: bool, seen: set[str] | None = None) -> tuple[int, int]:
         """Merge each paper once and note that ``source`` saw it; (new, already known).
 
         A ``listing`` (the source's own feed) also updates what the source says of the
         paper now (its announce type and version); a backfill only notes the sighting.
+        ``seen`` holds the keys recorded already (by earlier chunks of the same listing).
         """
         new = known = 0
-        seen: set[str] = set()
+        seen = set() if seen is None else seen
         update = ("announce_type = excluded.announce_type, version = "
                   "max(coalesce(version, 0), coalesce(excluded.version, 0)), " if listing else "")
-        for paper in papers:
-            if paper.key in seen:
+        papers = iter(papers)
+        while part := list(itertools.islice(papers, CHUNK)):
+            once = []
+            for paper in part:
+                if paper.key not in seen:
+                    seen.add(paper.key)
+                    once.append(paper)
+            if not once:
                 continue
-            seen.add(paper.key)
-            if self._merge_paper(paper, stamp):
-                new += 1
-            else:
-                known += 1
-            self.db.execute(
+            fresh = sum(self._merge_papers(once, stamp))
+            new, known = new + fresh, known + len(once) - fresh
+            self.db.conn.executemany(
                 f"""INSERT INTO sightings (paper_key, source, announce_type, version,
                                            first_seen, last_seen)
                     VALUES (?, ?, ?, ?, ?, ?)
                     ON CONFLICT (paper_key, source) DO UPDATE SET
                         {update}last_seen = excluded.last_seen""",
-                [paper.key, source, paper.announce_type, paper.version, stamp, stamp])
+                [(p.key, source, p.announce_type, p.version, stamp, stamp) for p in once])
         return new, known
 
     def catch_up_days(self, source: str) -> dict[str, str]:
@@ -1434,6 +1484,36 @@ def read_journal(path: Path) -> list[dict[str, Any]]:
                     and isinstance(entry.get("channel"), str)):
                 entries.append(entry)
     return entries
+
+
+def _merged(old: dict[str, Any], values: dict[str, Any], paper: Paper) -> dict[str, Any]:
+    """A stored row with what a new sighting of its paper adds (``values`` is its row)."""
+    merged = dict(old)
+    newer = (paper.version or 0) > (old["version"] or 0)
+    for column in ("title", "abstract", "url", "authors"):
+        if values[column] and (newer or not old[column] or old[column] == "[]"):
+            merged[column] = values[column]
+    for column in ("arxiv_id", "doi", "primary_category", "announce_type", "published",
+                   "comment", "journal_ref"):
+        if values[column] and (not old[column] or (newer and column != "announce_type")):
+            merged[column] = values[column]
+    # Links and counts change upstream (a repository appears, gains stars): the latest
+    # source that knows one wins. A summary moves together with who wrote it.
+    for column in ("hf_url", "code_url", "project_url"):
+        if values[column]:
+            merged[column] = values[column]
+    if values["summary"]:
+        merged["summary"] = values["summary"]
+        merged["summary_source"] = values["summary_source"]
+    if paper.code_stars is not None:
+        merged["code_stars"] = paper.code_stars
+    merged["version"] = max(old["version"] or 0, paper.version or 0) or None
+    categories = json.loads(old["categories"])
+    categories += [c for c in paper.categories if c not in categories]
+    merged["categories"] = json.dumps(categories)
+    if paper.upvotes is not None:
+        merged["upvotes"] = paper.upvotes
+    return merged
 
 
 def _paper_row(paper: Paper) -> dict[str, Any]:
