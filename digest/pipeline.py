@@ -56,8 +56,7 @@ from digest.render import Renderer, describe_reasons, plural
 from digest.scoring import Matcher, rank, with_shared_reasons
 from digest.similarity import SimilarityIndex
 from digest.similarity import tokens as similarity_tokens
-from digest.sources import arxiv_api, arxiv_rss, build_source
-from digest.sources.base import Batch
+from digest.sources import StreamingSource, arxiv_api, arxiv_rss, build_source
 from digest.store import LeftOut, OpenDigest, Store
 from digest.store.db import Pruned
 from digest.terms import forms_version, new_forms, remember_forms
@@ -509,20 +508,36 @@ def run_once(
 
 def _ingest(store: Store, fetcher: Fetcher, source_settings: Any, seams: Seams,
             progress: Progress, calendar: Calendar | None = None) -> SourceReport:
+    """Fetch one source and store what it lists. A source that can be read paper by paper
+    (arxiv_rss) is recorded a chunk per transaction as it is read, and its state (ETag,
+    last success) only after the last chunk; the others are recorded whole, in one."""
     name = source_settings.name
     result = SourceReport(name=name)
     progress(f"fetching {name} ({source_settings.kind})")
     try:
         source = build_source(source_settings)
-        batch = source.fetch(fetcher, store.source_state(name))
-        result.read = len(batch.papers)
-        result.skipped = batch.skipped
-        result.not_modified = batch.not_modified
-        if calendar is not None:
-            result.note = explain_empty(source_settings, batch, calendar, seams.now())
-        progress(f"recording {len(batch.papers)} papers from {name}")
-        result.new, result.known = store.record_batch(name, batch.papers, batch.state,
-                                                      seams.now())
+        if isinstance(source, StreamingSource):
+            with source.stream(fetcher, store.source_state(name)) as listing:
+                now = seams.now()
+                progress(f"recording papers from {name}")
+                result.new, result.known = store.record_listing(name, listing.papers, now)
+                result.read = listing.read
+                result.skipped = listing.skipped
+                result.not_modified = listing.not_modified
+                if calendar is not None:  # an empty listing recorded nothing to undo
+                    result.note = explain_empty(source_settings, result, calendar,
+                                                seams.now())
+                store.record_success(name, listing.state, now)
+        else:
+            batch = source.fetch(fetcher, store.source_state(name))
+            result.read = len(batch.papers)
+            result.skipped = batch.skipped
+            result.not_modified = batch.not_modified
+            if calendar is not None:
+                result.note = explain_empty(source_settings, result, calendar, seams.now())
+            progress(f"recording {len(batch.papers)} papers from {name}")
+            result.new, result.known = store.record_batch(name, batch.papers, batch.state,
+                                                          seams.now())
     except StoreError:
         raise  # the store is broken, not the source: nothing more can be recorded
     except DigestError as exc:
@@ -545,15 +560,15 @@ def reads_arxiv_calendar(source_settings: Any) -> bool:
         source_settings.url and is_local(source_settings.url))
 
 
-def explain_empty(source_settings: Any, batch: Batch, calendar: Calendar,
+def explain_empty(source_settings: Any, result: SourceReport, calendar: Calendar,
                   now: datetime) -> str | None:
     """Judge an arXiv listing with no entries at all: the calendar's reason when no
     announcement was due (weekend, holiday), a SourceError when one was.
 
     None for any listing with entries, for a feed not modified, and for other sources.
     """
-    if (not reads_arxiv_calendar(source_settings) or batch.papers or batch.skipped
-            or batch.not_modified):
+    if (not reads_arxiv_calendar(source_settings) or result.read or result.skipped
+            or result.not_modified):
         return None
     due = calendar.due_listing(now)
     if due is not None:
@@ -663,10 +678,11 @@ def _backfill(store: Store, fetcher: Fetcher, source_settings: Any,
     for page in range(1, CATCH_UP_MAX_PAGES + 1):
         progress(f"catching up {'+'.join(categories)}: {days_label([a.day for a in group])}, "
                  f"page {page} ({offset}-{offset + arxiv_api.MAX_RESULTS_PER_CALL - 1})")
-        fetched = fetcher.get(url, params={
-            "search_query": query, "start": offset, "max_results": arxiv_api.MAX_RESULTS_PER_CALL,
-            "sortBy": "submittedDate", "sortOrder": "ascending"}, source=source_settings.name)
-        papers, total = arxiv_api.parse(fetched.content, source=source_settings.name)
+        with fetcher.get(url, params={
+                "search_query": query, "start": offset,
+                "max_results": arxiv_api.MAX_RESULTS_PER_CALL, "sortBy": "submittedDate",
+                "sortOrder": "ascending"}, source=source_settings.name) as fetched:
+            papers, total = arxiv_api.parse(fetched.content, source=source_settings.name)
         listed = [arxiv_rss.as_listed(p, categories) for p in papers]
         kept = [p for p in listed if p.announce_type in wanted]
         new += store.record_backfill_page(source_settings.name, kept,
