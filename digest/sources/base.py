@@ -213,9 +213,9 @@ def _prepared(body: IO[bytes], *, what: str) -> tuple[Iterator[bytes], bytes]:
 
     Entity declarations are refused outright (entity bombs, external entities). Bytes
     that are not valid UTF-8 in a UTF-8 document become U+FFFD rather than losing the
-    whole feed, and UTF-8 mislabelled as Latin-1 is read as the UTF-8 it is (the only
-    case that reads the body twice). UTF-16 and UTF-32 documents become UTF-8 first, so
-    the entity check reads them too.
+    whole feed, and UTF-8 mislabelled as Latin-1 is read as the UTF-8 it is (the one
+    mending that reads the body through first, to know). UTF-16 and UTF-32 documents
+    become UTF-8 first, so the entity check reads them too.
     """
     start = body.tell()
     raw = _blocks(body)
