@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 
+SCORING_CHUNK = 2000  # papers read and scored at once
+
 
 @dataclass
 class ScoredWindow:
@@ -69,22 +71,20 @@ def score_window(
 
     fresh: dict[str, list[Match]] = {w.name: [] for w in watchlists}
     rescored: dict[str, frozenset[str]] = {}  # watchlist -> the papers scored for it now
-    if out.whole:
-        papers = store.recent(since)
-        progress(f"scoring {len(papers)} papers against {_count(out.whole, 'watchlist')}")
-        _add(fresh, matcher.match_many(papers, now=now, names=out.whole))
-        keys = frozenset(p.key for p in papers)
-        rescored.update((name, keys) for name in out.whole)
-        out.scored = len(papers)
-    for after, names in sorted(resume.items()):
-        papers = store.changed_since(since, after)
-        if papers:
-            progress(f"scoring {len(papers)} new or changed papers against "
-                     f"{_count(names, 'watchlist')} (the rest of the window is kept)")
+    groups = ([(0, out.whole, "papers")] if out.whole else []) + [
+        (after, names, "new or changed papers") for after, names in sorted(resume.items())]
+    for after, names, what in groups:
+        count = store.count_changed(since, after)
+        if count:
+            rest = " (the rest of the window is kept)" if after else ""
+            progress(f"scoring {count} {what} against {_count(names, 'watchlist')}{rest}")
+        keys: set[str] = set()
+        # A chunk at a time: only the papers some watchlist matched stay in memory.
+        for papers in store.changed_since(since, after, chunk=SCORING_CHUNK):
             _add(fresh, matcher.match_many(papers, now=now, names=names))
-        keys = frozenset(p.key for p in papers)
-        rescored.update((name, keys) for name in names)
-        out.scored = max(out.scored, len(papers))
+            keys.update(p.key for p in papers)
+        rescored.update((name, frozenset(keys)) for name in names)
+        out.scored = max(out.scored, len(keys))
 
     channels = {w.name: w.channels for w in watchlists}
 

@@ -237,5 +237,5 @@ def test_a_change_to_what_scoring_reads_marks_the_paper_for_scoring(tmp_path, ch
         from dataclasses import replace
         store.record_references([replace(paper, **changed)], START)
         assert store.last_change() > first
-        assert [p.key for p in store.changed_since(START - timedelta(days=1), first)] == [
-            paper.key]
+        assert [p.key for chunk in store.changed_since(START - timedelta(days=1), first)
+                for p in chunk] == [paper.key]

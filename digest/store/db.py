@@ -579,14 +579,24 @@ class Store:
         return int(self.db.execute("SELECT COUNT(*) FROM papers WHERE first_seen >= ?",
                                    [_iso(since)]).fetchone()[0])
 
-    def changed_since(self, since: datetime, after: int) -> list[Paper]:
-        """Papers first seen since ``since`` and added or changed after change ``after``,
-        oldest first, as ``recent`` orders them."""
-        rows = self.db.query(
+    def count_changed(self, since: datetime, after: int = 0) -> int:
+        """How many papers ``changed_since`` gives."""
+        return int(self.db.execute(
+            "SELECT COUNT(*) FROM paper_changes c JOIN papers p ON p.key = c.paper_key "
+            "WHERE c.seq > ? AND p.first_seen >= ?", [after, _iso(since)]).fetchone()[0])
+
+    def changed_since(self, since: datetime, after: int = 0, *,
+                      chunk: int = 2000) -> Iterator[list[Paper]]:
+        """Papers first seen since ``since`` and added or changed after change ``after``
+        (every paper of the window with 0), oldest first as ``recent`` orders them, in
+        lists of at most ``chunk``: a window of any size is read a chunk at a time."""
+        cursor = self.db.execute(
             "SELECT p.* FROM paper_changes c JOIN papers p ON p.key = c.paper_key "
             "WHERE c.seq > ? AND p.first_seen >= ? ORDER BY p.first_seen, p.key",
             [after, _iso(since)])
-        return [_paper_from_row(row) for row in rows]
+        names = [d[0] for d in cursor.description]
+        while rows := cursor.fetchmany(chunk):
+            yield [_paper_from_row(dict(zip(names, row, strict=True))) for row in rows]
 
     def kept_matches(self, since: datetime,
                      names: Iterable[str]) -> Iterator[tuple[str, str, float, str]]:
