@@ -40,7 +40,8 @@ CROSS_LIST_SHARE = 0.5  # a category boost counts half for a cross-listed paper
 # liked" to send a paper: this share of feedback_weight at least (P(liked) >= 0.75).
 LEARNED_ALONE = 0.5
 # A watchlist with terms, authors or seeds of its own has said what it looks for, and none
-# of it matched: the ratings must be surer to send the paper past its rules (P >= 0.85).
+# of it matched: the ratings must be surer to send the paper past its rules (P >= 0.85),
+# and surer still where the model's surest held-out papers were not mostly liked.
 LEARNED_PAST_RULES = 0.7
 
 _NAME_PUNCT = re.compile(r"[^\w\s]|_")
@@ -486,11 +487,11 @@ class Matcher:
             reason = _learned_reason(w, learned, row)
             reasons.append(reason)
             if not evidence and reason.points > 0:
-                share = LEARNED_ALONE if w.ratings_only else LEARNED_PAST_RULES
+                share = self._alone(w, learned.models.models[w.name])
                 if reason.points < share * s.feedback_weight:
                     return verdict(f"no term, author, category or seed matched, and the "
                                    f"ratings alone give {reason.points:g}, under "
-                                   f"{share:g} x feedback_weight")
+                                   f"{round(share, 2):g} x feedback_weight")
                 evidence = True
         if not evidence:
             return verdict("no term, author, category or seed matched")
@@ -500,6 +501,19 @@ class Matcher:
         if total < s.min_score:
             return verdict(f"score {total:g} below min_score {s.min_score:g}")
         return Explanation(w.name, total, tuple(reasons))
+
+    def _alone(self, w: _Compiled, model: WatchlistModel) -> float:
+        """The least share of feedback_weight for the ratings alone to send a paper.
+
+        Past a watchlist's own rules, no less than the lean from which the model was right
+        more often than not on papers it had not seen (``WatchlistModel.alone``): an author
+        watch whose likes share no topic learns topics all the same, and would send papers
+        on them by other authors. A watchlist of ratings alone has nothing else to send, so
+        its model's best guesses go out from LEARNED_ALONE whatever they were worth.
+        """
+        if w.ratings_only:
+            return LEARNED_ALONE
+        return max(LEARNED_PAST_RULES, model.alone)
 
 
 def _learned_reason(w: _Compiled, learned: _Learned, row: int) -> Reason:

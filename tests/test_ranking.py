@@ -117,6 +117,7 @@ def test_a_model_round_trips_through_bytes_and_stays_small():
     assert np.allclose(again.lean(rows), model.lean(rows), atol=1e-6)
     assert [p.key for p in again.rated] == [p.key for p in model.rated]
     assert again.trained_on == model.trained_on
+    assert again.alone == model.alone
     assert len(blob) < 100_000
 
 

@@ -13,7 +13,7 @@ from digest.config import Keyword, WatchlistSettings
 from digest.models import Paper
 from digest.ranking import Closest, Corpus, RatedPaper, WatchlistModel, train
 from digest.ranking.features import N_FEATURES
-from digest.ranking.model import NEAR_DISLIKED, UNLIKE_EVIDENCE, UNLIKE_SHARE
+from digest.ranking.model import ALONE_FLOOR, NEAR_DISLIKED, UNLIKE_EVIDENCE, UNLIKE_SHARE, _alone
 from digest.scoring import LEARNED_ALONE, LEARNED_PAST_RULES, Matcher
 from digest.terms import parse_term
 
@@ -142,13 +142,14 @@ def test_a_lean_against_near_a_dislike_counts_in_full():
 
 # ---------------------------------------------------------------- past the rules
 
-def constant(lean: float) -> WatchlistModel:
+def constant(lean: float, alone: float = ALONE_FLOOR) -> WatchlistModel:
     """A model that leans the same way on every paper, naming its one liked paper."""
     profile = sparse.csr_matrix((np.ones(1, dtype=np.float32), np.zeros(1, dtype=np.int32),
                                  np.array([0, 1])), shape=(1, N_FEATURES))
     return WatchlistModel(index=np.zeros(0, dtype=np.int32), weights=np.zeros(0),
                           intercept=2 * math.atanh(lean), trained_on=(5, 0, 20),
-                          rated=[RatedPaper("s0", SPEECH[0][0], 1)], profiles=profile)
+                          rated=[RatedPaper("s0", SPEECH[0][0], 1)], profiles=profile,
+                          alone=alone)
 
 
 def test_a_watchlist_with_rules_needs_a_surer_model_to_send_a_paper_they_miss():
@@ -165,3 +166,42 @@ def test_a_watchlist_with_rules_needs_a_surer_model_to_send_a_paper_they_miss():
     sure = Matcher([watchlist("asr", "speech recognition", feedback_weight=5.0)],
                    models={"asr": constant((LEARNED_PAST_RULES + 1) / 2)})
     assert [m.watchlist for m in sure.match(unmatched, now=NOW)] == ["asr"]
+
+
+# ---------------------------------------------------------------- trusted alone
+
+@pytest.mark.parametrize(("leans", "liked", "alone"), [
+    # the surest held-out papers are the liked ones, from the floor up
+    ([0.95, 0.9, 0.8, 0.6, -0.2, -0.9], [1, 1, 1, 0, 1, 0], ALONE_FLOOR),
+    # the surest are unrated papers on the topics of one or two likes: never alone
+    ([0.97, 0.93, 0.9, 0.7, 0.55, 0.1, -0.5], [0, 0, 1, 0, 1, 1, 0], 1.0),
+    # liked at least as often as not only from 0.7 up
+    ([0.9, 0.85, 0.8, 0.7, 0.65, 0.6, -0.5], [1, 1, 0, 0, 0, 0, 1], 0.7),
+    # papers that lean alike go together: 0.9 is no threshold when one of them is unrated
+    ([0.9, 0.9, 0.9, 0.6], [1, 0, 0, 0], 1.0),
+    # nothing held out leaned as far as the floor: nothing says the model may be trusted
+    ([0.3, -0.4], [1, 0], 1.0),
+], ids=["likes-first", "unrated-first", "from-0.7", "ties", "none-that-sure"])
+def test_alone_a_model_counts_from_where_its_held_out_papers_were_mostly_liked(
+        leans, liked, alone):
+    assert _alone(np.array(leans), np.array(liked)) == pytest.approx(alone)
+
+
+def test_a_model_whose_surest_papers_were_not_mostly_liked_sends_nothing_past_the_rules():
+    unmatched = paper("n1", "Acoustic models for spoken commands")
+    sure = 0.95  # far past LEARNED_PAST_RULES
+    rules = watchlist("asr", "speech recognition", feedback_weight=5.0)
+    taste = watchlist("taste", feedback_weight=5.0)
+    trusted = Matcher([rules], models={"asr": constant(sure)})
+    assert [m.watchlist for m in trusted.match(unmatched, now=NOW)] == ["asr"]
+    untrusted = Matcher([rules, taste], models={"asr": constant(sure, alone=1.0),
+                                                "taste": constant(sure, alone=1.0)})
+    verdicts = {e.watchlist: e for e in untrusted.explain(unmatched, now=NOW)}
+    assert not verdicts["asr"].passed
+    assert "under 1 x feedback_weight" in verdicts["asr"].verdict
+    # A watchlist of ratings alone has nothing else to send: its model's best guesses go.
+    assert verdicts["taste"].passed
+    # A paper the rules find still gets the model's points, however far it can be trusted.
+    [match] = untrusted.match(paper("n2", "Speech recognition of commands"), now=NOW,
+                              names=["asr"])
+    assert learned(untrusted.explain(match.paper, now=NOW, names=["asr"])[0]) > 4.0

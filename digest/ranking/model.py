@@ -24,7 +24,7 @@ from digest.ranking.features import N_FEATURES, featurize
 log = logging.getLogger(__name__)
 
 MAGIC = b"PDRM"  # paper-digest ranking model
-FORMAT = 2  # bumped when the bytes change meaning; an older model is then retrained
+FORMAT = 3  # bumped when the bytes change meaning; an older model is then retrained
 MIN_LIKES = 3  # the least that leaves two likes to learn from when one is held out
 MIN_BACKGROUND = 20  # with likes alone, this many unrated papers stand in for dislikes
 MAX_BACKGROUND = 400  # beyond a few hundred, more unrated papers cost time and teach little
@@ -39,6 +39,10 @@ CALIBRATION_FOLDS = 3  # held-out passes that say how far the model can be trust
 UNLIKE_SHARE = 0.15
 UNLIKE_EVIDENCE = 10
 NEAR_DISLIKED = 0.5
+# Alone, with nothing else for a paper, a model must lean "liked" at least this far
+# (P(liked) >= 0.75), and further where its held-out papers that leaned as far were not
+# liked more often than not (see _alone).
+ALONE_FLOOR = 0.5
 MAX_COEFFICIENTS = 4096  # the largest weights kept, so a model stays under 100 KB
 PROFILE_TERMS = 32  # each rated paper kept as its most telling terms, to say "close to"
 MAX_RATED = 1000  # rated papers kept to say "close to", likes first
@@ -93,7 +97,8 @@ class WatchlistModel:
     def __init__(self, *, index: np.ndarray, weights: np.ndarray, intercept: float,
                  rated: Sequence[RatedPaper] | None = None,
                  profiles: sparse.csr_matrix | None = None,
-                 trained_on: tuple[int, int, int], memory: bytes | None = None) -> None:
+                 trained_on: tuple[int, int, int], alone: float = ALONE_FLOOR,
+                 memory: bytes | None = None) -> None:
         self.index = index.astype(np.int32)
         self.weights = weights.astype(np.float32)
         self.intercept = float(intercept)
@@ -101,6 +106,9 @@ class WatchlistModel:
         self._profiles = profiles
         self._memory = memory  # compressed rated papers and profiles, not decoded yet
         self.trained_on = trained_on  # likes, dislikes, unrated papers used as negatives
+        # The least lean from which the model, alone, is right more often than not on the
+        # papers it did not see while learning; 1.0 where it never was: see _alone.
+        self.alone = float(alone)
 
     @property
     def likes(self) -> int:
@@ -168,7 +176,8 @@ class WatchlistModel:
         """MAGIC, format, the two parts' lengths, then the parts: the weights, all a run
         needs to score, as they are (every run reads them all, and they compress little),
         then the rated papers, compressed, read only to name a reason."""
-        core = _pack({"intercept": self.intercept, "trained_on": list(self.trained_on)},
+        core = _pack({"intercept": self.intercept, "trained_on": list(self.trained_on),
+                      "alone": self.alone},
                      (self.index.astype("<i4"), self.weights.astype("<f4")))
         memory = self._memory
         if memory is None:
@@ -195,7 +204,7 @@ class WatchlistModel:
             likes, dislikes, unrated = header["trained_on"]
             return cls(index=index, weights=weights, intercept=float(header["intercept"]),
                        trained_on=(int(likes), int(dislikes), int(unrated)),
-                       memory=blob[start + core_size:])
+                       alone=float(header["alone"]), memory=blob[start + core_size:])
         except (ValueError, KeyError, TypeError, struct.error, zlib.error) as exc:
             raise ModelError(f"not a ranking model: {exc}") from exc
 
@@ -269,7 +278,7 @@ def train(corpus: Corpus, ratings: Mapping[str, int],
     local = renumber[rows.indices]
     design = sparse.csr_matrix((rows.data * rarity[local], local, rows.indptr),
                                shape=(rows.shape[0], len(columns)))
-    coefficients, bias, slope, offset = _cross_fit(design, labels, weight)
+    coefficients, bias, slope, offset, held_out = _cross_fit(design, labels, weight)
     # A row is scored as x . (w * idf): the corpus's word rarity is folded into the weights,
     # and so is the calibration, so that a model stays one sparse column and one number.
     effective = coefficients * rarity * slope
@@ -285,7 +294,8 @@ def train(corpus: Corpus, ratings: Mapping[str, int],
     remembered = [RatedPaper(k, corpus.papers[k].title[:TITLE_CHARS], rated[k]) for k in kept]
     return WatchlistModel(index=index, weights=weights,
                           intercept=intercept, rated=remembered,
-                          profiles=profiles, trained_on=(len(liked), len(disliked), len(unrated)))
+                          profiles=profiles, trained_on=(len(liked), len(disliked), len(unrated)),
+                          alone=_alone(np.tanh((held_out * slope + offset) / 2), labels))
 
 
 def _idf(present: np.ndarray, count: int) -> np.ndarray:
@@ -305,9 +315,10 @@ def _fit(design: sparse.csr_matrix, labels: np.ndarray,
     return classifier
 
 
-def _cross_fit(design: sparse.csr_matrix, labels: np.ndarray,
-               weight: np.ndarray) -> tuple[np.ndarray, float, float, float]:
-    """Coefficients, bias, and the slope and offset that calibrate them (Platt), in one pass.
+def _cross_fit(design: sparse.csr_matrix, labels: np.ndarray, weight: np.ndarray
+               ) -> tuple[np.ndarray, float, float, float, np.ndarray]:
+    """Coefficients, bias, the slope and offset that calibrate them (Platt), and each
+    paper's score by the classifier that did not see it, in one pass.
 
     Each fold's classifier scores the papers it did not see; the model is the average of
     the folds' classifiers, so no further fit on all papers is needed. A model fitted on a
@@ -319,7 +330,8 @@ def _cross_fit(design: sparse.csr_matrix, labels: np.ndarray,
     folds = min(CALIBRATION_FOLDS, likes, others)
     if folds < 2:  # one negative: nothing can be held out and still leave both kinds
         classifier = _fit(design, labels, weight)
-        return classifier.coef_.ravel(), float(classifier.intercept_[0]), 0.0, 0.0
+        return (classifier.coef_.ravel(), float(classifier.intercept_[0]), 0.0, 0.0,
+                np.zeros(len(labels)))
     fold = np.empty(len(labels), dtype=np.int64)
     for label in (0, 1):
         members = np.flatnonzero(labels == label)
@@ -337,7 +349,31 @@ def _cross_fit(design: sparse.csr_matrix, labels: np.ndarray,
     # certain, so a few likes never make the model sure of anything.
     target = np.where(labels == 1, (likes + 1) / (likes + 2), 1 / (others + 2))
     slope, offset = _platt(held_out, target, weight)
-    return coefficients, bias, max(slope, 0.0), offset
+    return coefficients, bias, max(slope, 0.0), offset, held_out
+
+
+def _alone(leans: np.ndarray, labels: np.ndarray) -> float:
+    """The least lean, from ALONE_FLOOR up, at which the held-out papers leaning at least as
+    far were liked at least as often as not; 1.0 (never) where no such lean exists.
+
+    Calibration says how sure the model is on average; this says whether its surest
+    papers are the liked ones. A watchlist whose likes share authors and not a topic (an
+    author watch) leans far towards unrated papers on the topics of one or two likes,
+    and is told here not to send any paper on that alone. Unrated papers count as not
+    liked, although a few were wanted: the estimate errs on the side of sending less.
+    """
+    order = np.argsort(-leans, kind="stable")
+    ranked, liked = leans[order], labels[order] == 1
+    # At the k-th surest paper: likes among the k surest, against the others.
+    ahead = np.cumsum(liked) >= np.cumsum(~liked)
+    # A lean is a threshold only where the next paper leans less: ties go together.
+    last = np.append(ranked[1:] < ranked[:-1], True)
+    above = ranked >= ALONE_FLOOR
+    usable = np.flatnonzero(ahead & last & above)
+    if not len(usable):
+        return 1.0
+    # All held-out papers from the floor up together: the floor itself will do.
+    return ALONE_FLOOR if usable[-1] == np.flatnonzero(above)[-1] else float(ranked[usable[-1]])
 
 
 def _platt(scores: np.ndarray, target: np.ndarray, weight: np.ndarray) -> tuple[float, float]:
