@@ -11,7 +11,7 @@ from scipy import sparse
 
 from digest.config import Keyword, WatchlistSettings
 from digest.models import Paper
-from digest.ranking import Closest, Corpus, RatedPaper, WatchlistModel, train
+from digest.ranking import Closest, Corpus, RatedPaper, WatchlistModel, featurize, train
 from digest.ranking.features import N_FEATURES
 from digest.ranking.model import ALONE_FLOOR, NEAR_DISLIKED, UNLIKE_EVIDENCE, UNLIKE_SHARE, _alone
 from digest.scoring import LEARNED_ALONE, LEARNED_PAST_RULES, Matcher
@@ -125,6 +125,53 @@ def test_a_paper_nearer_a_liked_paper_keeps_its_points_despite_dislikes():
                    "Speech recognition transcription for accented English speakers.")
     [explanation] = matcher.explain(speech, now=NOW)
     assert explanation.passed and learned(explanation) > 0
+
+
+# Likes that say "transcription" themselves, and one disliked paper that shares only that.
+TRANSCRIBED = [
+    ("Long-form transcription of podcasts with chunked decoding",
+     "Hour-long podcasts are transcribed by a speech recognizer that decodes in chunks."),
+    ("Speech transcription for accented English",
+     "Accent-robust acoustic models cut the word error rate of speech transcription."),
+    ("Streaming speech recognition with chunked attention",
+     "A streaming recognizer transcribes speech with low latency."),
+    ("Transcription of spoken meetings with overlapping talkers",
+     "Meeting speech with overlapping talkers is transcribed by separating voices first."),
+    ("Noise-robust speech recognition on factory floors",
+     "Speech recognition in loud factories improves with multi-condition acoustic training."),
+]
+YEAST = ("Transcription factor binding in yeast", "Transcription factors bind yeast promoters.")
+
+
+def transcription_model() -> WatchlistModel:
+    papers = [*(paper(f"t{i}", *t) for i, t in enumerate(TRANSCRIBED)), paper("y0", *YEAST),
+              *(paper(f"f{i}", f"A study of {t}", f"We measure {t} in the field.")
+                for i, t in enumerate(FILLER))]
+    model = train(Corpus(papers), {**{f"t{i}": 1 for i in range(len(TRANSCRIBED))}, "y0": -1},
+                  BACKGROUND)
+    assert model is not None
+    return model
+
+
+def test_sharing_with_a_disliked_paper_only_what_the_liked_ones_share_is_not_near_it():
+    model = transcription_model()
+    matcher = Matcher([watchlist("asr", "transcription")], models={"asr": model})
+    radio = paper("n1", "Transcription of air traffic control radio",
+                  "Transcription of pilots talking to controllers over radio.")
+    rated, profiles = model.rated, model.profiles
+    similarity = featurize([radio]).dot(profiles.T).toarray()[0]
+    signs = np.array([p.value for p in rated])
+    # Nearer the short disliked paper than any liked one, by the one word all of them hold...
+    assert similarity[signs < 0].max() > similarity[signs > 0].max()
+    [explanation] = matcher.explain(radio, now=NOW)
+    # ...which says nothing of the side it is on: no loss for being near the yeast paper.
+    assert explanation.passed
+    assert all("yeast" not in r.value for r in explanation.reasons)
+    genes = paper("n2", "Transcription factor networks in yeast",
+                  "Yeast transcription factors bind promoters in networks.")
+    [explanation] = matcher.explain(genes, now=NOW)
+    assert learned(explanation) <= -NEAR_DISLIKED * 5.0
+    assert not explanation.passed
 
 
 def test_a_lean_against_near_a_dislike_counts_in_full():

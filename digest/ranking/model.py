@@ -145,8 +145,16 @@ class WatchlistModel:
         return lean if lean > 0 else lean * self.unlike_share
 
     def nearest(self, rows: sparse.csr_matrix, liked: np.ndarray) -> list[Closest | None]:
-        """For each row, the nearest disliked paper if it is nearer than any liked one;
-        otherwise the nearest liked paper where ``liked`` is True, and None where not."""
+        """For each row, a disliked paper if it is the nearer side (see below); otherwise
+        the nearest liked paper where ``liked`` is True, and None where not.
+
+        A paper is on the disliked side when a disliked paper is nearer to it than any liked
+        one, and also over the terms that tell the two apart: those of the disliked papers
+        that no liked paper has, against those of the liked papers that no disliked paper
+        has. A LoRa radio paper a reader disliked shares "LoRa" with every LoRA paper they
+        liked; that word alone says nothing of which side a new paper is on, its radio words
+        do.
+        """
         # Decoded for this call only: a run that names reasons for 1,000 models would
         # otherwise hold every model's rated papers at once.
         rated, profiles = self._remembered()
@@ -154,18 +162,25 @@ class WatchlistModel:
             return [None] * rows.shape[0]
         signs = np.array([p.value for p in rated])
         similarity = np.maximum(rows.dot(profiles.T).toarray(), 0.0)
-        sides = {side: np.where(signs > 0 if side else signs < 0, similarity, -1.0)
-                 for side in (True, False)}
-        best = {side: values.argmax(1) for side, values in sides.items()}
-        near = {side: values.max(1) for side, values in sides.items()}
+        near_liked = np.where(signs > 0, similarity, -1.0)
+        best_liked, nearest_liked = near_liked.argmax(1), near_liked.max(1)
+        disliked = np.zeros(rows.shape[0], dtype=bool)
+        if (signs < 0).any():
+            apart = np.maximum(rows.dot(_apart(profiles, signs).T).toarray(), 0.0)
+            near_disliked = np.where(signs < 0, similarity, -1.0).max(1)
+            # The disliked paper named is the one that shares most of what sets it apart.
+            apart_disliked = np.where(signs < 0, apart, -1.0)
+            best_disliked = apart_disliked.argmax(1)
+            disliked = ((near_disliked > np.maximum(nearest_liked, 0.0))
+                        & (apart_disliked.max(1) > np.where(signs > 0, apart, 0.0).max(1)))
         out: list[Closest | None] = []
         for i, side in enumerate(liked.tolist()):
-            if near[False][i] > max(near[True][i], 0.0):
-                j = int(best[False][i])
-                out.append(Closest(rated[j], round(float(near[False][i]), 4)))
-            elif side and near[True][i] >= 0:
-                j = int(best[True][i])
-                out.append(Closest(rated[j], round(float(near[True][i]), 4)))
+            if disliked[i]:
+                j = int(best_disliked[i])
+                out.append(Closest(rated[j], round(float(similarity[i, j]), 4)))
+            elif side and nearest_liked[i] >= 0:
+                j = int(best_liked[i])
+                out.append(Closest(rated[j], round(float(nearest_liked[i]), 4)))
             else:
                 out.append(None)
         return out
@@ -389,6 +404,17 @@ def _platt(scores: np.ndarray, target: np.ndarray, weight: np.ndarray) -> tuple[
         if np.abs(step).max() < 1e-8:
             break
     return float(params[0]), float(params[1])
+
+
+def _apart(profiles: sparse.csr_matrix, signs: np.ndarray) -> sparse.csr_matrix:
+    """The profiles without the terms that both a liked and a disliked profile hold."""
+    row = np.repeat(np.arange(profiles.shape[0]), np.diff(profiles.indptr))
+    liked_terms = np.unique(profiles.indices[signs[row] > 0])
+    disliked_terms = np.unique(profiles.indices[signs[row] < 0])
+    shared = np.isin(profiles.indices, np.intersect1d(liked_terms, disliked_terms,
+                                                      assume_unique=True))
+    return sparse.csr_matrix((np.where(shared, 0.0, profiles.data).astype(np.float32),
+                              profiles.indices, profiles.indptr), shape=profiles.shape)
 
 
 def _profiles(rows: sparse.csr_matrix, rarity: np.ndarray) -> sparse.csr_matrix:
