@@ -483,9 +483,13 @@ class Matcher:
                 reasons.append(Reason("similar", ", ".join(shared_terms), "text",
                                       round(s.similarity_weight * similarity, 4)))
                 evidence = True
+        unlike: Reason | None = None  # a lean against that only ranks, see below
         if w.learned and learned is not None:
             reason = _learned_reason(w, learned, row)
             reasons.append(reason)
+            closest = learned.closest(row, w.name)
+            if reason.points < 0 and not (closest is not None and closest.paper.value < 0):
+                unlike = reason
             if not evidence and reason.points > 0:
                 share = self._alone(w, learned.models.models[w.name])
                 if reason.points < share * s.feedback_weight:
@@ -498,6 +502,13 @@ class Matcher:
         if s.category_boost or s.upvotes_boost or s.recency_boost:
             reasons.extend(_boosts(paper, s, now))
         total = round(sum(r.points for r in reasons), 4)
+        if total < s.min_score and unlike is not None and total - unlike.points >= s.min_score:
+            # Merely unlike the liked papers, as many a liked paper is too when the model
+            # has not seen it, lowers a paper the rules send to the foot of the list and no
+            # further: only a disliked paper near it can drop it.
+            at_least = round(s.min_score - (total - unlike.points), 4)
+            reasons = [replace(r, points=at_least) if r is unlike else r for r in reasons]
+            total = round(sum(r.points for r in reasons), 4)
         if total < s.min_score:
             return verdict(f"score {total:g} below min_score {s.min_score:g}")
         return Explanation(w.name, total, tuple(reasons))

@@ -97,6 +97,29 @@ def test_unlike_the_likes_never_vetoes_a_title_hit_however_sure_the_model():
     assert explanation.passed and explanation.score > 1.0
 
 
+def test_unlike_the_likes_lowers_an_abstract_hit_to_min_score_and_no_further():
+    model = train(corpus(), likes(5), BACKGROUND)
+    matcher = Matcher([watchlist("asr", "lensing")], models={"asr": model})
+    abstract_only = paper("n1", "Mass maps of galaxy clusters", "Weak lensing traces the mass.")
+    title_hit = paper("n2", "Galaxy cluster lensing maps", "Weak lensing traces the mass.")
+    [explanation] = matcher.explain(abstract_only, now=NOW)
+    # One point for the word in the abstract, exactly min_score: unlike the liked speech
+    # papers, it goes to the foot of the list, and is still sent.
+    assert explanation.passed and explanation.score == pytest.approx(1.0)
+    assert -UNLIKE_SHARE * 5.0 < learned(explanation) <= 0
+    found = matcher.match_many([abstract_only, title_hit], now=NOW)["asr"]
+    assert [m.paper.key for m in sorted(found, key=lambda m: -m.score)] == ["n2", "n1"]
+
+
+def test_near_a_disliked_paper_an_abstract_hit_still_drops():
+    model = transcription_model()
+    matcher = Matcher([watchlist("asr", "transcription")], models={"asr": model})
+    genes = paper("n2", "Networks of factors in yeast",
+                  "Yeast transcription factors bind promoters in networks.")
+    [explanation] = matcher.explain(genes, now=NOW)
+    assert not explanation.passed and learned(explanation) <= -NEAR_DISLIKED * 5.0
+
+
 def test_unlike_the_likes_counts_more_the_more_likes_there_are():
     c = corpus()
     few, more = train(c, likes(3), BACKGROUND), train(c, likes(5), BACKGROUND)
