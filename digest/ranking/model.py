@@ -153,7 +153,7 @@ class WatchlistModel:
         that no liked paper has, against those of the liked papers that no disliked paper
         has. A LoRa radio paper a reader disliked shares "LoRa" with every LoRA paper they
         liked; that word alone says nothing of which side a new paper is on, its radio words
-        do.
+        do. The disliked paper named is the nearest one, the one its reader will know.
         """
         # Decoded for this call only: a run that names reasons for 1,000 models would
         # otherwise hold every model's rated papers at once.
@@ -167,12 +167,11 @@ class WatchlistModel:
         disliked = np.zeros(rows.shape[0], dtype=bool)
         if (signs < 0).any():
             apart = np.maximum(rows.dot(_apart(profiles, signs).T).toarray(), 0.0)
-            near_disliked = np.where(signs < 0, similarity, -1.0).max(1)
-            # The disliked paper named is the one that shares most of what sets it apart.
-            apart_disliked = np.where(signs < 0, apart, -1.0)
-            best_disliked = apart_disliked.argmax(1)
-            disliked = ((near_disliked > np.maximum(nearest_liked, 0.0))
-                        & (apart_disliked.max(1) > np.where(signs > 0, apart, 0.0).max(1)))
+            near_disliked = np.where(signs < 0, similarity, -1.0)
+            best_disliked = near_disliked.argmax(1)
+            disliked = ((near_disliked.max(1) > np.maximum(nearest_liked, 0.0))
+                        & (np.where(signs < 0, apart, -1.0).max(1)
+                           > np.where(signs > 0, apart, 0.0).max(1)))
         out: list[Closest | None] = []
         for i, side in enumerate(liked.tolist()):
             if disliked[i]:
