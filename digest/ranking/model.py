@@ -166,12 +166,13 @@ class WatchlistModel:
         best_liked, nearest_liked = near_liked.argmax(1), near_liked.max(1)
         disliked = np.zeros(rows.shape[0], dtype=bool)
         if (signs < 0).any():
-            apart = np.maximum(rows.dot(_apart(profiles, signs).T).toarray(), 0.0)
             near_disliked = np.where(signs < 0, similarity, -1.0)
             best_disliked = near_disliked.argmax(1)
-            disliked = ((near_disliked.max(1) > np.maximum(nearest_liked, 0.0))
-                        & (np.where(signs < 0, apart, -1.0).max(1)
-                           > np.where(signs > 0, apart, 0.0).max(1)))
+            nearer = np.flatnonzero(near_disliked.max(1) > np.maximum(nearest_liked, 0.0))
+            if len(nearer):  # few rows are: only they need the terms that tell sides apart
+                apart = np.maximum(rows[nearer].dot(_apart(profiles, signs).T).toarray(), 0.0)
+                disliked[nearer] = (np.where(signs < 0, apart, -1.0).max(1)
+                                    > np.where(signs > 0, apart, 0.0).max(1))
         out: list[Closest | None] = []
         for i, side in enumerate(liked.tolist()):
             if disliked[i]:
@@ -407,11 +408,12 @@ def _platt(scores: np.ndarray, target: np.ndarray, weight: np.ndarray) -> tuple[
 
 def _apart(profiles: sparse.csr_matrix, signs: np.ndarray) -> sparse.csr_matrix:
     """The profiles without the terms that both a liked and a disliked profile hold."""
-    row = np.repeat(np.arange(profiles.shape[0]), np.diff(profiles.indptr))
-    liked_terms = np.unique(profiles.indices[signs[row] > 0])
-    disliked_terms = np.unique(profiles.indices[signs[row] < 0])
-    shared = np.isin(profiles.indices, np.intersect1d(liked_terms, disliked_terms,
-                                                      assume_unique=True))
+    side = np.repeat(signs, np.diff(profiles.indptr))
+    held: dict[int, np.ndarray] = {}
+    for value in (1, -1):
+        held[value] = np.zeros(profiles.shape[1], dtype=bool)
+        held[value][profiles.indices[side == value]] = True
+    shared = held[1][profiles.indices] & held[-1][profiles.indices]
     return sparse.csr_matrix((np.where(shared, 0.0, profiles.data).astype(np.float32),
                               profiles.indices, profiles.indptr), shape=profiles.shape)
 
