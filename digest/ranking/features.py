@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import sparse
-from sklearn.feature_extraction.text import HashingVectorizer
 
 from digest.models import Paper, fold_text
 from digest.similarity import STOPWORDS
+
+if TYPE_CHECKING:
+    from sklearn.feature_extraction.text import HashingVectorizer
 
 N_FEATURES = 2**18  # hashed, so nothing grows with the vocabulary; collisions are rare
 TITLE_REPEAT = 2  # a word in the title says more than the same word in the abstract
@@ -49,15 +53,20 @@ def tokens(paper: Paper) -> list[str]:
     return out
 
 
-_HASHER = HashingVectorizer(analyzer=tokens, n_features=N_FEATURES, alternate_sign=False,
-                            norm=None, dtype=np.float32)
+@cache
+def _hasher() -> HashingVectorizer:
+    """scikit-learn's hasher, imported by the runs that learn, not by every run."""
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    return HashingVectorizer(analyzer=tokens, n_features=N_FEATURES, alternate_sign=False,
+                             norm=None, dtype=np.float32)
 
 
 def featurize(papers: Sequence[Paper]) -> sparse.csr_matrix:
     """One row per paper: sub-linear term counts, each row of unit length."""
     if not papers:
         return sparse.csr_matrix((0, N_FEATURES), dtype=np.float32)
-    counts = _HASHER.transform(papers).tocsr()
+    counts = _hasher().transform(papers).tocsr()
     counts.data = 1.0 + np.log(counts.data)
     norms = np.sqrt(np.asarray(counts.multiply(counts).sum(axis=1)).ravel())
     norms[norms == 0] = 1.0

@@ -12,14 +12,16 @@ import struct
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import sklearn
 from scipy import sparse
-from sklearn.linear_model import LogisticRegression
 
 from digest.models import Paper
 from digest.ranking.features import N_FEATURES, featurize
+
+if TYPE_CHECKING:
+    from sklearn.linear_model import LogisticRegression
 
 log = logging.getLogger(__name__)
 
@@ -320,6 +322,10 @@ def _idf(present: np.ndarray, count: int) -> np.ndarray:
 
 def _fit(design: sparse.csr_matrix, labels: np.ndarray,
          weight: np.ndarray) -> LogisticRegression:
+    # scikit-learn is imported by the runs that train, not by every run (about 0.6 s).
+    import sklearn
+    from sklearn.linear_model import LogisticRegression
+
     # A fixed seed for the solver's order of visits: the same ratings give the same model.
     classifier = LogisticRegression(C=REGULARISATION, solver="liblinear", dual=True,
                                     random_state=0)
