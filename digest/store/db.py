@@ -10,12 +10,14 @@ import logging
 import os
 import shutil
 import sqlite3
+import sys
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -827,8 +829,8 @@ class Store:
                SELECT s.channel, s.paper_key FROM settled_papers s
                  JOIN papers p ON p.key = s.paper_key WHERE p.first_seen >= ?""",
             [stamp, stamp, stamp])
-        for channel, key in rows:
-            had.setdefault(channel, set()).add(key)
+        for channel, key in rows:  # one string per paper, however many channels had it
+            had.setdefault(channel, set()).add(sys.intern(key))
         return Candidates(listed=listed, had=had)
 
     # ------------------------------------------------------------------ digests
@@ -1573,7 +1575,10 @@ def reasons_json(reasons: Iterable[Reason]) -> str:
                        for r in reasons], ensure_ascii=False)
 
 
+@lru_cache(maxsize=1 << 16)
 def reasons_from_json(text: str) -> tuple[Reason, ...]:
+    """Reasons read back. Many kept matches share the same reasons (one term, in the title):
+    they share the one tuple read, which is immutable."""
     return tuple(Reason(kind, value, field, points, count, weight)
                  for kind, value, field, points, count, weight in json.loads(text))
 
