@@ -22,7 +22,7 @@ from digest.models import Paper
 from digest.scoring import Matcher
 from digest.similarity import STOPWORDS
 from digest.sources import arxiv_rss
-from digest.terms import parse_term, word_text
+from digest.terms import NormalText, parse_term
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 11, 20, tzinfo=UTC)
@@ -120,15 +120,18 @@ def unpack(pairs: set[int]) -> set[tuple[str, str]]:
 
 def regex_matches(papers: list[Paper], watchlists: list[WatchlistSettings]) -> set:
     """(paper, watchlist) pairs where any term's own regex finds the term: in the raw text
-    for a regex, in the normal form (computed once per paper) for words."""
+    for a regex, in the normal form (computed once per paper) for words, and in the other
+    readings of its hyphenated words (pre-training as pretraining)."""
     compiled = [(w.name, [(k.term.on_raw_text, k.term.compiled()) for k in w.keywords])
                 for w in watchlists]
     found = set()
     for paper in papers:
-        texts = {True: (paper.title, paper.abstract),
-                 False: (word_text(paper.title), word_text(paper.abstract))}
+        normal = [NormalText(paper.title), NormalText(paper.abstract)]
+        texts = {True: [paper.title, paper.abstract],
+                 False: [text.text for text in normal]
+                 + [reading.text for text in normal for reading in text.readings()]}
         for name, patterns in compiled:
-            if any(p.search(texts[raw][0]) or p.search(texts[raw][1]) for raw, p in patterns):
+            if any(p.search(text) for raw, p in patterns for text in texts[raw]):
                 found.add((paper.key, name))
     return found
 

@@ -25,7 +25,7 @@ from digest.config import AuthorRule, WatchlistSettings
 from digest.models import Match, Paper, Reason, fold_text
 from digest.ranking import Closest, ModelSet, WatchlistModel, featurize
 from digest.similarity import SimilarityIndex, Vector, compare
-from digest.terms import NormalText, Term, evaluate, parse_term, query_terms
+from digest.terms import NormalText, Reading, Term, evaluate, parse_term, query_terms, spells
 
 TITLE_FACTOR = 2.0  # a term in the title says more than the same term in the abstract
 ABSTRACT_FACTOR = 1.0
@@ -126,6 +126,10 @@ class _Compiled:
     disliked: frozenset[str] = frozenset()  # papers a reader disliked for it: never sent
     seed_keys: frozenset[str] = frozenset()  # its seed papers: not "like" themselves
     ratings_only: bool = False  # no terms, authors or seeds: the model is all it has
+    # its terms written as acronyms (ASR), each with the atoms of its terms that could be
+    # what it stands for (speech recognition): a paper that defines it otherwise means
+    # something else by it
+    meanings: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -148,6 +152,7 @@ class _Hits:
     """What one paper's text holds: the places each term atom covers, per field."""
 
     by_atom: dict[int, dict[str, list[Span]]]
+    texts: dict[str, NormalText] = field(default_factory=dict)
 
     def spans(self, atom: int, restriction: str | None) -> dict[str, list[Span]]:
         fields = self.by_atom.get(atom)
@@ -237,6 +242,7 @@ class Matcher:
                 compiled.uses.append(_Use(term, self._atom(term), 0.0, "exclude"))
             for order, use in enumerate(compiled.uses):
                 use.order = order
+            compiled.meanings = _meanings(compiled.uses)
             for use in compiled.uses:
                 self._postings[use.atom].append((settings.name, use))
                 if use.role in ("keyword", "query") and use.weight > 0:
@@ -315,19 +321,39 @@ class Matcher:
 
     def hits(self, paper: Paper) -> _Hits:
         by_atom: dict[int, dict[str, list[Span]]] = {}
+        texts = {}
         for field_name, raw in (("title", paper.title), ("abstract", paper.abstract)):
-            text = NormalText(raw)
+            text = texts[field_name] = NormalText(raw)
             if not self._empty:
                 for end, ((to_first, to_last), atoms) in self._automaton.iter(text.text):
                     span = (end - to_first, end - to_last)
                     for atom in atoms:
                         by_atom.setdefault(atom, {}).setdefault(field_name, []).append(span)
+                readings = text.readings()
+                if readings:
+                    self._read_compounds(text, readings, field_name, by_atom)
             for term in self._regexes:
                 spans = [text.char_span(*words) for words in term.spans(text)]
                 if spans:
                     by_atom.setdefault(self._atoms[term.key], {}).setdefault(
                         field_name, []).extend(spans)
-        return _Hits(by_atom)
+        return _Hits(by_atom, texts)
+
+    def _read_compounds(self, text: NormalText, readings: list[Reading], field_name: str,
+                        by_atom: dict[int, dict[str, list[Span]]]) -> None:
+        """The hits that only the other readings of hyphenated words hold (pretraining in
+        pre-training, 4-bit in 4- and 8-bit), each once, at the words it stands for."""
+        found: set[tuple[int, Span]] = set()
+        for reading in readings:
+            for end, ((to_first, to_last), atoms) in self._automaton.iter(reading.text):
+                words = reading.words_of(end - to_first, end - to_last)
+                if words is not None:
+                    span = text.char_span(*words)
+                    found.update((atom, span) for atom in atoms)
+        for atom, span in found:
+            spans = by_atom.setdefault(atom, {}).setdefault(field_name, [])
+            if span not in spans:
+                spans.append(span)
 
     def _hit_uses(self, hits: _Hits) -> dict[str, list[_Use]]:
         """For each watchlist, the uses of its terms that this paper's text contains."""
@@ -432,13 +458,18 @@ class Matcher:
     def _score(self, paper: Paper, hits: _Hits, hit_uses: list[_Use], vector: Vector | None,
                w: _Compiled, now: datetime, learned: _Learned | None = None,
                row: int = 0) -> Explanation:
+        other_meanings: list[str] = []
+        if w.meanings and hit_uses:
+            hit_uses, other_meanings = _meant(hits, hit_uses, w)
         if w.plain:
-            return _score_keywords(hits, hit_uses, w)
+            return _score_keywords(hits, hit_uses, w, other_meanings)
         s = w.settings
         reasons: list[Reason] = []
         evidence = False
 
         def verdict(text: str) -> Explanation:
+            if other_meanings and text.startswith("no term"):
+                text += "; " + "; ".join(other_meanings)
             return Explanation(w.name, round(sum(r.points for r in reasons), 4),
                                tuple(reasons), text)
 
@@ -544,6 +575,52 @@ def _by_order(use: _Use) -> int:
     return use.order
 
 
+def _meanings(uses: list[_Use]) -> dict[int, tuple[int, ...]]:
+    """For each term written as an acronym, the watchlist's other terms that could be what
+    it stands for: its terms that add points or gate, of two words or more, whose initials
+    it spells."""
+    out = {}
+    for use in uses:
+        acronym = use.term.acronym
+        if acronym:
+            meant = tuple(sorted({other.atom for other in uses
+                                  if other.role in ("keyword", "query") and other.weight >= 0
+                                  and other.term.kind != "regex"
+                                  and spells(acronym, other.term.tokens)}))
+            if meant:
+                out[use.atom] = meant
+    return out
+
+
+def _meant(hits: _Hits, hit_uses: list[_Use], w: _Compiled) -> tuple[list[_Use], list[str]]:
+    """The uses whose words mean here what the watchlist means by them, and a note for each
+    acronym the paper defines as something else ("age-standardised rates (ASR)" where the
+    watchlist lists ASR beside speech recognition): there, the acronym matches nothing."""
+    kept, notes = [], []
+    for use in hit_uses:
+        meant = w.meanings.get(use.atom)
+        if meant is not None:
+            defined = [(field_name, first, last)
+                       for field_name, text in hits.texts.items()
+                       for first, last in text.definitions().get(use.term.acronym, ())]
+            if defined and not any(_spoken_within(hits, meant, *place) for place in defined):
+                field_name, first, last = defined[0]
+                text = hits.texts[field_name]
+                start, end = text.raw_span(first, last)
+                notes.append(f'"{use.term.text}" stands for "{text.raw[start:end]}" here')
+                continue
+        kept.append(use)
+    return kept, notes
+
+
+def _spoken_within(hits: _Hits, atoms: tuple[int, ...], field_name: str, first: int,
+                   last: int) -> bool:
+    """Whether one of ``atoms`` matched within words ``first`` to ``last`` of a field."""
+    low, high = hits.texts[field_name].char_span(first, last)
+    return any(low <= start and end <= high for atom in atoms
+               for start, end in hits.by_atom.get(atom, {}).get(field_name, ()))
+
+
 def _term_reasons(hits: _Hits, hit_uses: list[_Use]) -> list[Reason]:
     """One reason per term and field that scored, in the order the watchlist wrote them.
 
@@ -616,7 +693,8 @@ def _by_place(item: tuple[tuple[int, str], int]) -> tuple[int, int]:
     return order, FIELD_ORDER[field_name]
 
 
-def _score_keywords(hits: _Hits, hit_uses: list[_Use], w: _Compiled) -> Explanation:
+def _score_keywords(hits: _Hits, hit_uses: list[_Use], w: _Compiled,
+                    other_meanings: list[str]) -> Explanation:
     """The short path for a watchlist of keywords alone; the same result as the long one."""
     reasons = _term_reasons(hits, hit_uses)
     total = 0.0
@@ -626,8 +704,8 @@ def _score_keywords(hits: _Hits, hit_uses: list[_Use], w: _Compiled) -> Explanat
         evidence = evidence or reason.points > 0
     total = round(total, 4)
     if not evidence:
-        return Explanation(w.name, total, tuple(reasons),
-                           "no term, author, category or seed matched")
+        return Explanation(w.name, total, tuple(reasons), "; ".join(
+            ["no term, author, category or seed matched", *other_meanings]))
     if total < w.settings.min_score:
         return Explanation(w.name, total, tuple(reasons),
                            f"score {total:g} below min_score {w.settings.min_score:g}")

@@ -6,7 +6,8 @@ AND, OR, NOT and parentheses; adjacent words form one phrase; quotes keep a phra
 Text and terms are compared in one normal form: case folded, hyphens, underscores and
 slashes read as spaces, British spellings folded to American ones (breame's table, and the
 -ise/-yse endings by rule), and a term's last word in its singular and plural forms
-(inflect).
+(inflect). A text is also read with its hyphenated compounds closed up (pre-training as
+pretraining) and its suspended hyphens completed (4- and 8-bit as 4-bit and 8-bit).
 """
 
 from __future__ import annotations
@@ -157,7 +158,8 @@ class NormalText:
     simply ``' word '``. Word ``i`` of ``text`` is token ``i`` of the raw text, so a match
     maps back to the raw characters it covers."""
 
-    __slots__ = ("raw", "words", "text", "_starts", "_raw_starts", "_raw_ends")
+    __slots__ = ("raw", "words", "text", "_starts", "_raw_starts", "_raw_ends", "_readings",
+                 "_definitions")
 
     def __init__(self, raw: str) -> None:
         self.raw = raw
@@ -166,6 +168,22 @@ class NormalText:
         self._starts: list[int] | None = None
         self._raw_starts: list[int] | None = None
         self._raw_ends: list[int] = []
+        self._readings: list[Reading] | None = None
+        self._definitions: dict[str, list[tuple[int, int]]] | None = None
+
+    def readings(self) -> list[Reading]:
+        """The other ways this text reads where it joins words with hyphens (see Reading)."""
+        if self._readings is None:
+            self._readings = _readings(self) if _HAS_HYPHEN.search(self.raw) else []
+        return self._readings
+
+    def definitions(self) -> dict[str, list[tuple[int, int]]]:
+        """The acronyms this text defines, "long form (ACRONYM)", each case-folded with the
+        first and last word of what it stands for here: "age-standardised rates (ASR)"
+        gives {"asr": [(first, last)]}."""
+        if self._definitions is None:
+            self._definitions = _definitions(self) if "(" in self.raw else {}
+        return self._definitions
 
     def word_at(self, offset: int) -> int:
         """The index of the word at ``offset`` of ``text`` (or of the word before a space)."""
@@ -205,6 +223,165 @@ def word_text(text: str) -> str:
     return NormalText(text).text
 
 
+# ------------------------------------------------------------------ hyphenated compounds
+
+# Hyphens, not the en and em dashes: "2–4 bits" is a range, not a compound.
+_HYPHENS = "\\-\u2010\u2011"
+_HAS_HYPHEN = re.compile(rf"[^\W_][{_HYPHENS}]")
+_COMPOUND = re.compile(rf"[^\W_]+(?:[{_HYPHENS}][^\W_]+)+")
+# "4- and 8-bit", "pre-, mid- or post-training", "2- to 4-bit": words left hanging on a
+# hyphen before and/or/to or a comma, then the compound that completes them.
+_SUSPENDED = re.compile(
+    rf"(?<![\w{_HYPHENS}])(?P<parts>(?:[^\W_]+[{_HYPHENS}]"
+    rf"(?:\s*,\s*(?:(?:and|or)\s+)?|\s+(?:and|or|to)\s+))+)"
+    rf"[^\W_]+[{_HYPHENS}](?P<rest>[^\W_]+(?:[{_HYPHENS}][^\W_]+)*)", re.IGNORECASE)
+_HANGING = re.compile(rf"[^\W_]+(?=[{_HYPHENS}])")
+_WORD = re.compile(r"[^\W_]+")
+MAX_JOINED_PARTS = 4  # a longer compound is closed up whole and pair by pair only
+CONTEXT_WORDS = 6  # words kept on each side of a reading, for phrases that run through it
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """Another way to read a few words of a text: a hyphenated compound closed up
+    (pre-training as pretraining, so that the term ``pretraining`` finds it), or the word a
+    suspended hyphen leaves out put back (4- and 8-bit as 4 bit). ``text`` is in the normal
+    form, with up to CONTEXT_WORDS of the text on each side; ``firsts`` and ``lasts`` give,
+    for each of its words, the first and last word of the text it stands for; words
+    ``new_first`` to ``new_last`` are the ones read differently. A match counts only where
+    it takes in one of those: elsewhere the text itself holds it."""
+
+    text: str
+    firsts: tuple[int, ...]
+    lasts: tuple[int, ...]
+    new_first: int
+    new_last: int
+
+    def words_of(self, start: int, end: int) -> tuple[int, int] | None:
+        """The first and last word of the text that characters ``start`` to ``end`` (both
+        included) of ``text`` stand for; None when they leave the new words out."""
+        first = self.text.count(" ", 0, start + 1) - 1
+        last = self.text.count(" ", 0, end + 1) - 1
+        if last < self.new_first or first > self.new_last:
+            return None
+        return self.firsts[first], self.lasts[last]
+
+
+def _readings(text: NormalText) -> list[Reading]:
+    words = text.words
+    out = []
+
+    def read(first: int, last: int, middle: list[tuple[str, int, int]]) -> None:
+        """Words ``first`` to ``last`` of the text read as ``middle``, in their context."""
+        before = [(words[i], i, i) for i in range(max(0, first - CONTEXT_WORDS), first)]
+        after = [(words[i], i, i)
+                 for i in range(last + 1, min(len(words), last + 1 + CONTEXT_WORDS))]
+        spelled = before + middle + after
+        out.append(Reading(" " + " ".join(w for w, _, _ in spelled) + " ",
+                           tuple(f for _, f, _ in spelled), tuple(t for _, _, t in spelled),
+                           len(before), len(before) + len(middle) - 1))
+
+    for found in _COMPOUND.finditer(text.raw):
+        parts, indices = [], []
+        for part in _WORD.finditer(found.group()):
+            place = text.words_of_raw(found.start() + part.start(), found.start() + part.end())
+            if place is None:
+                break
+            parts.append(part.group().casefold())
+            indices.append(place[0])
+        else:
+            count = len(parts)
+            pairs = ([(i, j) for i in range(count) for j in range(i + 1, count)]
+                     if count <= MAX_JOINED_PARTS
+                     else [(0, count - 1), *((i, i + 1) for i in range(count - 1))])
+            for i, j in pairs:
+                joined = fold_word("".join(parts[i:j + 1]))
+                read(indices[i], indices[j], [(joined, indices[i], indices[j])])
+    for found in _SUSPENDED.finditer(text.raw):
+        rest = [fold_word(w.casefold()) for w in _WORD.findall(found.group("rest"))]
+        end = text.words_of_raw(found.start("rest"), found.end("rest"))
+        offset = found.start("parts")
+        for part in _HANGING.finditer(found.group("parts")):
+            place = text.words_of_raw(offset + part.start(), offset + part.end())
+            if place is None or end is None:
+                continue
+            at = place[0]
+            word = part.group().casefold()
+            # the hanging word completed, spaced and closed up, then the words after the
+            # compound that completes it: "4- and 8-bit weights" reads "4 bit weights"
+            read(at, end[1], [(fold_word(word), at, at), *((w, at, at) for w in rest)])
+            read(at, end[1], [(fold_word(word + "".join(rest)), at, at)])
+    return out
+
+
+# ------------------------------------------------------------------ acronyms
+
+# An acronym as papers write one: two capitals at least among letters and digits ("ASR",
+# "LoRA", "GPT4"), perhaps with a plural s ("GNNs").
+_ACRONYM = re.compile(r"^(?=(?:[^A-Z]*[A-Z]){2})[A-Za-z][A-Za-z0-9]{1,9}$")
+_DEFINED = re.compile(r"\(\s*([A-Za-z][A-Za-z0-9]{1,10})\s*\)")
+
+
+def acronym_of(written: str) -> str:
+    """The case-folded acronym a word is written as ("ASR" -> "asr", "GNNs" -> "gnn"), or ""
+    when it is not written as one."""
+    if written.endswith("s") and _ACRONYM.match(written[:-1]):
+        written = written[:-1]
+    return written.casefold() if _ACRONYM.match(written) else ""
+
+
+def _definitions(text: NormalText) -> dict[str, list[tuple[int, int]]]:
+    out: dict[str, list[tuple[int, int]]] = {}
+    for found in _DEFINED.finditer(text.raw):
+        short = acronym_of(found.group(1))
+        opening = text.words_of_raw(found.start(), found.start() + 1)
+        if not short or opening is None:
+            continue
+        # Schwartz and Hearst's rule: the long form is at most min(|A| + 5, 2|A|) words
+        # before the brackets, and spells the acronym's letters in order, the first of
+        # them starting a word.
+        first = opening[0]
+        while first > 0 and opening[0] - first < min(len(short) + 5, 2 * len(short)):
+            if text.words[first - 1] == MARK:
+                break
+            first -= 1
+        start = _long_form(short, text.words[first:opening[0]])
+        if start is not None:
+            out.setdefault(short, []).append((first + start, opening[0] - 1))
+    return out
+
+
+def _long_form(short: str, words: list[str]) -> int | None:
+    """Which of ``words`` the acronym's long form starts at, the latest that spells it."""
+    joined = " ".join(words)
+    at = len(joined) - 1
+    for position in range(len(short) - 1, -1, -1):
+        letter = short[position]
+        while at >= 0 and (joined[at] != letter
+                           or (position == 0 and at > 0 and joined[at - 1] != " ")):
+            at -= 1
+        if at < 0:
+            return None
+        at -= 1
+    start = at + 1
+    if start >= len(joined) - len(short) or short in joined[start:].split():
+        return None  # no longer than the acronym, or the acronym itself
+    return joined[:start].count(" ")
+
+
+def spells(acronym: str, tokens: tuple[str, ...]) -> bool:
+    """Whether a phrase of two words or more could be what an acronym stands for: the
+    initials of its words, in order, among the acronym's letters and ending with its last
+    (speech recognition for ASR, low-rank adaptation for LoRA)."""
+    if len(tokens) < 2 or not acronym:
+        return False
+    initials = [token[0] for token in tokens]
+    if initials[-1] != acronym[-1]:
+        return False
+    letters = iter(acronym)
+    return all(initial in letters for initial in initials)
+
+
 @dataclass(frozen=True, slots=True)
 class Term:
     """One parsed term. ``key`` is what two spellings of the same term share."""
@@ -214,6 +391,14 @@ class Term:
     kind: str  # phrase | prefix | regex
     tokens: tuple[str, ...] = ()
     regex: str = ""
+
+    @property
+    def acronym(self) -> str:
+        """The case-folded acronym this term is written as ("ASR", "LoRA"), or ""."""
+        if self.kind != "phrase" or len(self.tokens) != 1:
+            return ""
+        written = _FIELD_PREFIX.sub("", self.text, count=1).strip().strip('"')
+        return acronym_of(written)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -258,6 +443,14 @@ class Term:
             return out
         for found in pattern.finditer(text.text):
             out.append((text.word_at(found.start()), text.word_at(found.end() - 1)))
+        readings = text.readings()
+        if readings:
+            for reading in readings:
+                for found in pattern.finditer(reading.text):
+                    words = reading.words_of(found.start(), found.end() - 1)
+                    if words is not None:
+                        out.append(words)
+            out = sorted(set(out))
         return out
 
 

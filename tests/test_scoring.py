@@ -159,6 +159,47 @@ def test_field_restriction():
     assert score(make_paper(title="LoRA"), w) is not None
 
 
+@pytest.mark.parametrize(
+    ("keywords", "abstract", "matches"),
+    [
+        pytest.param(["ASR", "speech recognition"],
+                     "We estimate age-standardised rates (ASR) of cancer incidence.", False,
+                     id="defined-as-something-else"),
+        pytest.param(["ASR", "speech recognition"],
+                     "Automatic speech recognition (ASR) in meetings; ASR errors drop.", True,
+                     id="defined-as-the-watchlist-means-it"),
+        pytest.param(["ASR", "speech recognition"], "ASR for meetings.", True,
+                     id="not-defined"),
+        pytest.param(["ASR", "transcription"],
+                     "We estimate age-standardised rates (ASR) of cancer incidence.", True,
+                     id="no-term-says-what-it-stands-for"),
+        pytest.param(["LoRA", "low-rank adaptation"],
+                     "Long range (LoRa) radios for farms; LoRa links.", False,
+                     id="mixed-case-acronym"),
+        pytest.param(["GNN", "graph neural network"],
+                     "Graph neural networks (GNNs) for molecules.", True, id="plural-definition"),
+        pytest.param(["GNN", "graph neural network"],
+                     "Gated neural networks (GNNs) for traffic. GNNs help.", False,
+                     id="plural-definition-of-something-else"),
+    ],
+)
+def test_an_acronym_the_paper_defines_as_something_else_does_not_match(keywords, abstract,
+                                                                       matches):
+    assert (score(make_paper(abstract=abstract), watchlist(keywords=keywords))
+            is not None) is matches
+
+
+def test_an_acronym_defined_otherwise_says_so_and_counts_for_no_query():
+    paper = make_paper(abstract="We estimate age-standardised rates (ASR) of cancer.")
+    refused = explain(paper, watchlist(keywords=["ASR", "speech recognition"]))
+    assert refused.verdict == ('no term, author, category or seed matched; "ASR" stands for '
+                               '"age-standardised rates" here')
+    gate = watchlist(keywords=["cancer", "speech recognition"], query="ASR")
+    assert explain(paper, gate).verdict == "query not satisfied: ASR"
+    meant = make_paper(abstract="Cancer notes by automatic speech recognition (ASR).")
+    assert score(meant, gate) is not None
+
+
 def test_exclusion_vetoes_and_says_so():
     w = watchlist(keywords=["LoRA"], exclude=["survey"])
     vetoed = explain(make_paper(title="A Survey of LoRA"), w)

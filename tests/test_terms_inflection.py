@@ -1,5 +1,6 @@
 """Terms read as the reader means them: British and American spellings, irregular plurals,
-whole-word highlights, and warnings for boolean words written as phrase text."""
+hyphenated and suspended compounds, whole-word highlights, and warnings for boolean words
+written as phrase text."""
 
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ from digest.models import Paper
 from digest.scoring import Matcher, highlight_spans
 from digest.terms import (
     NormalText,
+    acronym_of,
     fold_word,
     inflections,
     keyword_warnings,
     parse_term,
     query_warnings,
     spellings,
+    spells,
 )
 
 NOW = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)
@@ -96,6 +99,100 @@ def test_the_automaton_and_the_terms_own_pattern_agree_on_british_text(term):
     hits = Matcher([watchlist]).hits(Paper(key="k", title=text, url="u")).by_atom
     found = sum(len(spans) for fields in hits.values() for spans in fields.values())
     assert found == len(parse_term(term).spans(NormalText(text))) > 0
+
+
+@pytest.mark.parametrize(
+    ("term", "text", "expected"),
+    [
+        # a closed-up term finds the hyphenated compound, as the hyphenated term finds the
+        # closed-up one
+        pytest.param("pretraining", "Pre-training at scale", True, id="closed-term"),
+        pytest.param("finetuning", "parameter-efficient fine-tuning", True, id="closed-in-run"),
+        pytest.param("pretrained language model", "a pre-trained language model", True,
+                     id="closed-word-in-a-phrase"),
+        pytest.param("nonlinear", "non-linear dynamics", True, id="closed-prefix-word"),
+        pytest.param("GPT4", "we test GPT-4", True, id="closed-digits"),
+        pytest.param("pretrain*", "pre-training", True, id="closed-prefix-term"),
+        pytest.param("pretrained", "three-stage pre-trained-model pipeline", True,
+                     id="closed-within-a-longer-compound"),
+        # a suspended hyphen is completed by the compound after it
+        pytest.param("4-bit", "4- and 8-bit weights", True, id="suspended"),
+        pytest.param("4-bit weights", "4- and 8-bit weights", True, id="suspended-phrase"),
+        pytest.param("pre-training", "pre- and post-training", True, id="suspended-prefix"),
+        pytest.param("pretraining data", "pre- or post-training data", True,
+                     id="suspended-closed-phrase"),
+        pytest.param("second-order", "first-, second- and third-order methods", True,
+                     id="suspended-list"),
+        pytest.param("2-bit", "from 2- to 4-bit", True, id="suspended-range"),
+        # what stays as it was
+        pytest.param("8-bit", "4- and 8-bit weights", True, id="completing-compound"),
+        pytest.param("4-bit", "4 and 8-bit weights", False, id="no-hanging-hyphen"),
+        pytest.param("pretraining", "pre training", False, id="spaced-words-stay-apart"),
+        pytest.param("bit", "4- and 8-bit", True, id="word-of-the-compound"),
+        pytest.param("lowrank", "low, rank", False, id="not-across-punctuation"),
+    ],
+)
+def test_hyphenated_and_suspended_compounds(term, text, expected):
+    assert matches(term, text) is expected
+
+
+@pytest.mark.parametrize("term", ["pretraining", "4-bit", "bit", "fine-tuning", "finetun*",
+                                  "pretrained language model"])
+def test_a_compound_read_two_ways_counts_once_and_agrees_with_the_terms_own_pattern(term):
+    text = ("Fine-tuning 4- and 8-bit pre-trained language models after pre-training: "
+            "finetuning, fine tuning and 4-bit, 2-, 3- or 4-bit")
+    watchlist = WatchlistSettings(name="w", channels=("c",),
+                                  keywords=(Keyword(parse_term(term)),))
+    hits = Matcher([watchlist]).hits(Paper(key="k", title=text, url="u")).by_atom
+    spans = [span for fields in hits.values() for spans in fields.values() for span in spans]
+    assert len(spans) == len(set(spans)) == len(parse_term(term).spans(NormalText(text))) > 0
+
+
+def test_a_suspended_hyphen_counts_at_the_hanging_word_and_is_highlighted_there():
+    text = "Training in 4- and 8-bit formats"
+    assert [text[a:b] for a, b in highlight_spans(text, ["4-bit"])] == ["4"]
+    assert [text[a:b] for a, b in highlight_spans(text, ["pretraining", "8-bit"])] == [
+        "8-bit"]
+    title = "Pre-Training at Scale"
+    assert [title[a:b] for a, b in highlight_spans(title, ["pretraining"])] == ["Pre-Training"]
+
+
+@pytest.mark.parametrize(
+    ("written", "acronym"),
+    [("ASR", "asr"), ("LoRA", "lora"), ("GNNs", "gnn"), ("GPT4", "gpt4"), ("LoRaWAN", "lorawan"),
+     ("lora", ""), ("Sinong", ""), ("A", ""), ("C++", "")],
+)
+def test_what_is_written_as_an_acronym(written, acronym):
+    assert acronym_of(written) == acronym
+
+
+def test_a_phrase_spells_an_acronym_by_its_initials_ending_with_the_last_letter():
+    assert spells("asr", ("speech", "recognition"))
+    assert spells("lora", ("low", "rank", "adaptation"))
+    assert spells("rlhf", ("human", "feedback"))
+    assert spells("gnn", ("graph", "neural", "network"))
+    assert not spells("rlhf", ("reward", "hacking"))  # does not end with the last letter
+    assert not spells("asr", ("word", "error", "rate"))
+    assert not spells("asr", ("recognition",))  # one word is no long form
+
+
+@pytest.mark.parametrize(
+    ("text", "defined"),
+    [
+        ("We estimate age-standardised rates (ASR) of cancer", {"asr": "age standardized rates"}),
+        ("low-rank adaptation (LoRA) of models", {"lora": "low rank adaptation"}),
+        ("with graph neural networks (GNNs).", {"gnn": "graph neural networks"}),
+        ("a study of automatic speech recognition (ASR)", {"asr": "automatic speech recognition"}),
+        ("results (ASR) are", {}),  # nothing before the brackets spells it
+        ("the ASR (speech) model", {}),
+        ("we report (Table 1)", {}),
+    ],
+)
+def test_acronyms_a_text_defines(text, defined):
+    normal = NormalText(text)
+    found = {short: " ".join(normal.words[first:last + 1])
+             for short, places in normal.definitions().items() for first, last in places}
+    assert found == defined
 
 
 def test_highlights_cover_whole_words_in_either_spelling():
