@@ -25,7 +25,17 @@ from digest.config import AuthorRule, WatchlistSettings
 from digest.models import Match, Paper, Reason, fold_text
 from digest.ranking import Closest, ModelSet, WatchlistModel, featurize
 from digest.similarity import SimilarityIndex, Vector, compare
-from digest.terms import NormalText, Reading, Term, evaluate, parse_term, query_terms, spells
+from digest.terms import (
+    NormalText,
+    Reading,
+    Term,
+    Vocabulary,
+    evaluate,
+    parse_term,
+    places_apart,
+    query_terms,
+    spells,
+)
 
 TITLE_FACTOR = 2.0  # a term in the title says more than the same term in the abstract
 ABSTRACT_FACTOR = 1.0
@@ -282,6 +292,8 @@ class Matcher:
             # (the spaces around a whole word are not part of it).
             back = (len(variant) - 2, 1 if variant.endswith(" ") else 0)
             self._automaton.add_word(variant, (back, tuple(entries)))
+        # Only where a text's hyphenated words could read as one of these is it read again.
+        self._vocabulary = Vocabulary(self._atom_terms)
         if variants:
             self._automaton.make_automaton()
         self._empty = not variants
@@ -329,7 +341,7 @@ class Matcher:
                     span = (end - to_first, end - to_last)
                     for atom in atoms:
                         by_atom.setdefault(atom, {}).setdefault(field_name, []).append(span)
-                readings = text.readings()
+                readings = text.readings(self._vocabulary)
                 if readings:
                     self._read_compounds(text, readings, field_name, by_atom)
             for term in self._regexes:
@@ -343,17 +355,17 @@ class Matcher:
                         by_atom: dict[int, dict[str, list[Span]]]) -> None:
         """The hits that only the other readings of hyphenated words hold (pretraining in
         pre-training, 4-bit in 4- and 8-bit), each once, at the words it stands for."""
-        found: set[tuple[int, Span]] = set()
+        found: dict[int, list[Span]] = defaultdict(list)
         for reading in readings:
             for end, ((to_first, to_last), atoms) in self._automaton.iter(reading.text):
                 words = reading.words_of(end - to_first, end - to_last)
                 if words is not None:
                     span = text.char_span(*words)
-                    found.update((atom, span) for atom in atoms)
-        for atom, span in found:
+                    for atom in atoms:
+                        found[atom].append(span)
+        for atom, more in found.items():
             spans = by_atom.setdefault(atom, {}).setdefault(field_name, [])
-            if span not in spans:
-                spans.append(span)
+            spans += places_apart(spans, more)
 
     def _hit_uses(self, hits: _Hits) -> dict[str, list[_Use]]:
         """For each watchlist, the uses of its terms that this paper's text contains."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import metadata
@@ -158,8 +159,7 @@ class NormalText:
     simply ``' word '``. Word ``i`` of ``text`` is token ``i`` of the raw text, so a match
     maps back to the raw characters it covers."""
 
-    __slots__ = ("raw", "words", "text", "_starts", "_raw_starts", "_raw_ends", "_readings",
-                 "_definitions")
+    __slots__ = ("raw", "words", "text", "_starts", "_raw_starts", "_raw_ends", "_definitions")
 
     def __init__(self, raw: str) -> None:
         self.raw = raw
@@ -168,14 +168,14 @@ class NormalText:
         self._starts: list[int] | None = None
         self._raw_starts: list[int] | None = None
         self._raw_ends: list[int] = []
-        self._readings: list[Reading] | None = None
         self._definitions: dict[str, list[tuple[int, int]]] | None = None
 
-    def readings(self) -> list[Reading]:
-        """The other ways this text reads where it joins words with hyphens (see Reading)."""
-        if self._readings is None:
-            self._readings = _readings(self) if _HAS_HYPHEN.search(self.raw) else []
-        return self._readings
+    def readings(self, vocabulary: Vocabulary | None = None) -> list[Reading]:
+        """The other ways this text reads where it joins words with hyphens (see Reading);
+        with a vocabulary, only those whose new words it holds, the ones that can matter."""
+        if not _HAS_HYPHEN.search(self.raw):
+            return []
+        return _readings(self, vocabulary)
 
     def definitions(self) -> dict[str, list[tuple[int, int]]]:
         """The acronyms this text defines, "long form (ACRONYM)", each case-folded with the
@@ -228,17 +228,51 @@ def word_text(text: str) -> str:
 # Hyphens, not the en and em dashes: "2–4 bits" is a range, not a compound.
 _HYPHENS = "\\-\u2010\u2011"
 _HAS_HYPHEN = re.compile(rf"[^\W_][{_HYPHENS}]")
-_COMPOUND = re.compile(rf"[^\W_]+(?:[{_HYPHENS}][^\W_]+)+")
+# possessive, and from a word's start only: a word without a hyphen fails at once
+_COMPOUND = re.compile(rf"(?<![^\W_])[^\W_]++(?:[{_HYPHENS}][^\W_]++)+")
 # "4- and 8-bit", "pre-, mid- or post-training", "2- to 4-bit": words left hanging on a
 # hyphen before and/or/to or a comma, then the compound that completes them.
 _SUSPENDED = re.compile(
     rf"(?<![\w{_HYPHENS}])(?P<parts>(?:[^\W_]+[{_HYPHENS}]"
     rf"(?:\s*,\s*(?:(?:and|or)\s+)?|\s+(?:and|or|to)\s+))+)"
     rf"[^\W_]+[{_HYPHENS}](?P<rest>[^\W_]+(?:[{_HYPHENS}][^\W_]+)*)", re.IGNORECASE)
+_MAY_HANG = re.compile(rf"[{_HYPHENS}](?:\s*,|\s+(?:and|or|to)\s)", re.IGNORECASE)
 _HANGING = re.compile(rf"[^\W_]+(?=[{_HYPHENS}])")
 _WORD = re.compile(r"[^\W_]+")
+_HYPHENS_TO_SPACES = str.maketrans("-\u2010\u2011", "   ")
 MAX_JOINED_PARTS = 4  # a longer compound is closed up whole and pair by pair only
 CONTEXT_WORDS = 6  # words kept on each side of a reading, for phrases that run through it
+
+
+class Vocabulary:
+    """The words some terms are made of, and the open ends of their prefixes: a word of a
+    text that is none of them cannot be part of any of their matches."""
+
+    __slots__ = ("words", "stems", "_shortest")
+
+    def __init__(self, terms: Iterable[Term]) -> None:
+        self.words: set[str] = set()
+        self.stems: set[str] = set()
+        for term in terms:
+            if term.on_raw_text:
+                continue
+            # the words as written, not the closed-up forms of the term's own words
+            # (keyvalue for key-value): a compound in the text holds those spaced already
+            *head, last = term.tokens
+            self.words.update(fold_word(word) for word in head)
+            if term.kind == "prefix":
+                self.stems.update(_prefix_spellings(last))
+            else:
+                self.words.update(fold_word(form) for form in inflections(last))
+        self._shortest = min(map(len, self.stems), default=0)
+
+    def __contains__(self, word: object) -> bool:
+        if not isinstance(word, str):
+            return False
+        if word in self.words:
+            return True
+        return bool(self.stems) and any(
+            word[:size] in self.stems for size in range(self._shortest, len(word) + 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,12 +301,28 @@ class Reading:
         return self.firsts[first], self.lasts[last]
 
 
-def _readings(text: NormalText) -> list[Reading]:
+def places_apart(held: list[tuple[int, int]],
+                 more: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The places of ``more`` (first, last) that overlap neither ``held`` nor each other,
+    the longest first: a compound read two ways ("fine-tuning", "finetuning") or a prefix
+    found in a word and in its compound counts once."""
+    taken = list(held)
+    out = []
+    for first, last in sorted(set(more), key=lambda place: (place[0] - place[1], place)):
+        if not any(first <= end and start <= last for start, end in taken):
+            taken.append((first, last))
+            out.append((first, last))
+    return out
+
+
+def _readings(text: NormalText, vocabulary: Vocabulary | None) -> list[Reading]:
     words = text.words
     out = []
 
     def read(first: int, last: int, middle: list[tuple[str, int, int]]) -> None:
         """Words ``first`` to ``last`` of the text read as ``middle``, in their context."""
+        if vocabulary is not None and not any(w in vocabulary for w, _, _ in middle):
+            return
         before = [(words[i], i, i) for i in range(max(0, first - CONTEXT_WORDS), first)]
         after = [(words[i], i, i)
                  for i in range(last + 1, min(len(words), last + 1 + CONTEXT_WORDS))]
@@ -282,21 +332,25 @@ def _readings(text: NormalText) -> list[Reading]:
                            len(before), len(before) + len(middle) - 1))
 
     for found in _COMPOUND.finditer(text.raw):
-        parts, indices = [], []
-        for part in _WORD.finditer(found.group()):
-            place = text.words_of_raw(found.start() + part.start(), found.start() + part.end())
-            if place is None:
-                break
-            parts.append(part.group().casefold())
-            indices.append(place[0])
-        else:
-            count = len(parts)
-            pairs = ([(i, j) for i in range(count) for j in range(i + 1, count)]
-                     if count <= MAX_JOINED_PARTS
-                     else [(0, count - 1), *((i, i + 1) for i in range(count - 1))])
-            for i, j in pairs:
-                joined = fold_word("".join(parts[i:j + 1]))
-                read(indices[i], indices[j], [(joined, indices[i], indices[j])])
+        parts = found.group().casefold().translate(_HYPHENS_TO_SPACES).split(" ")
+        count = len(parts)
+        pairs = ([(i, j) for i in range(count) for j in range(i + 1, count)]
+                 if count <= MAX_JOINED_PARTS
+                 else [(0, count - 1), *((i, i + 1) for i in range(count - 1))])
+        joinings = [(i, j, fold_word("".join(parts[i:j + 1]))) for i, j in pairs]
+        if vocabulary is not None:
+            joinings = [(i, j, joined) for i, j, joined in joinings if joined in vocabulary]
+        if not joinings:
+            continue
+        # the parts of a compound are consecutive words of the text
+        place = text.words_of_raw(found.start(), found.start() + len(parts[0]))
+        if place is None:
+            continue
+        for i, j, joined in joinings:
+            first, last = place[0] + i, place[0] + j
+            read(first, last, [(joined, first, last)])
+    if not _MAY_HANG.search(text.raw):
+        return out
     for found in _SUSPENDED.finditer(text.raw):
         rest = [fold_word(w.casefold()) for w in _WORD.findall(found.group("rest"))]
         end = text.words_of_raw(found.start("rest"), found.end("rest"))
@@ -443,14 +497,15 @@ class Term:
             return out
         for found in pattern.finditer(text.text):
             out.append((text.word_at(found.start()), text.word_at(found.end() - 1)))
-        readings = text.readings()
+        readings = text.readings(_vocabulary(self))
         if readings:
+            more = []
             for reading in readings:
                 for found in pattern.finditer(reading.text):
                     words = reading.words_of(found.start(), found.end() - 1)
                     if words is not None:
-                        out.append(words)
-            out = sorted(set(out))
+                        more.append(words)
+            out = sorted(out + places_apart(out, more))
         return out
 
 
@@ -470,6 +525,11 @@ def _variants(kind: str, tokens: tuple[str, ...]) -> frozenset[str]:
             else:
                 forms.add(" ".join(fold_word(w) for w in words))
     return frozenset(forms)
+
+
+@lru_cache(maxsize=1 << 12)
+def _vocabulary(term: Term) -> Vocabulary:
+    return Vocabulary([term])
 
 
 @lru_cache(maxsize=1 << 12)

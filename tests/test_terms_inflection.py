@@ -148,6 +148,22 @@ def test_a_compound_read_two_ways_counts_once_and_agrees_with_the_terms_own_patt
     assert len(spans) == len(set(spans)) == len(parse_term(term).spans(NormalText(text))) > 0
 
 
+@pytest.mark.parametrize(
+    ("term", "text", "places"),
+    [
+        pytest.param("state*", "State-of-the-art results", 1, id="prefix-in-word-and-compound"),
+        pytest.param("fine-tuning", "fine-tuning, then fine-tuning", 2, id="both-readings"),
+        pytest.param("finetun*", "multi-stage fine-tuning", 1, id="closed-prefix"),
+        pytest.param("multihead*", "multi-head-attention layers", 1, id="three-parts"),
+    ],
+)
+def test_each_place_counts_once_however_many_ways_it_reads(term, text, places):
+    watchlist = WatchlistSettings(name="w", channels=("c",),
+                                  keywords=(Keyword(parse_term(term)),))
+    (match,) = Matcher([watchlist]).match(Paper(key="k", title=text, url="u"), now=NOW)
+    assert [reason.count for reason in match.reasons] == [places]
+
+
 def test_a_suspended_hyphen_counts_at_the_hanging_word_and_is_highlighted_there():
     text = "Training in 4- and 8-bit formats"
     assert [text[a:b] for a, b in highlight_spans(text, ["4-bit"])] == ["4"]
