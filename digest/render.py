@@ -332,6 +332,7 @@ _INLINER = css_inline.CSSInliner(
     minify_css=True, load_remote_stylesheets=False)
 
 
+@lru_cache(maxsize=16)
 def minify_css(css: str) -> str:
     """Comments and the spaces around punctuation dropped; nothing else changes."""
     css = re.sub(r"/\*.*?\*/", "", css, flags=re.DOTALL)

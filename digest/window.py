@@ -83,7 +83,8 @@ def score_window(
         for papers in store.changed_since(since, after, chunk=SCORING_CHUNK):
             _add(fresh, matcher.match_many(papers, now=now, names=names))
             keys.update(p.key for p in papers)
-        rescored.update((name, frozenset(keys)) for name in names)
+        scored_now = frozenset(keys)  # one set for the group: the store groups by it
+        rescored.update((name, scored_now) for name in names)
         out.scored = max(out.scored, len(keys))
 
     channels = {w.name: w.channels for w in watchlists}

@@ -242,7 +242,6 @@ MIGRATIONS: list[str] = [
         reasons TEXT NOT NULL,
         PRIMARY KEY (watchlist, paper_key)
     ) WITHOUT ROWID;
-    CREATE INDEX matches_paper ON matches(paper_key);
     CREATE INDEX matches_first_seen ON matches(first_seen);
     CREATE TABLE word_forms (
         word TEXT PRIMARY KEY,
