@@ -33,6 +33,7 @@ webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the
 from selenium.common.exceptions import (  # noqa: E402
     StaleElementReferenceException,
     TimeoutException,
+    WebDriverException,
 )
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -83,7 +84,12 @@ def heading(driver: Any, starts: str) -> str:
     """The page's outcome heading, once a page whose heading starts with ``starts`` is up."""
     def found(d: Any) -> str | bool:
         elements = d.find_elements(By.ID, "outcome")
-        text = elements[0].text if elements else ""
+        try:
+            text = elements[0].text if elements else ""
+        except WebDriverException as exc:  # Chrome's own words for a node gone stale
+            if "does not belong to the document" not in str(exc):
+                raise
+            return False
         return text if text.startswith(starts) else False
 
     # The page before may still be there, and go stale while it is read: look again.
