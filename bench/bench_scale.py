@@ -491,26 +491,48 @@ class Sample:
         return self.peak_rss_kib / 1024
 
 
+# Starts the measured command from a small process of its own and reports the command's own
+# rusage. On Linux a child forked from this (large) benchmark process and then exec'ing the
+# command keeps, as its peak RSS, this process's size at the fork: at 100,000 items that
+# was the generated listing, not the run.
+LAUNCHER = """
+import json, os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as report:
+    json.dump([usage.ru_utime, usage.ru_stime, usage.ru_maxrss], report)
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
 def measure(argv: Sequence[str], *, cwd: Path, timeout: float,
             env: dict[str, str] | None = None) -> Sample:
-    """Run ``argv`` to its end; its own rusage comes from wait4 (ru_maxrss is in KiB)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    """Run ``argv`` to its end; its own rusage comes from wait4 in a small launcher (ru_maxrss
+    is in KiB)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.TemporaryDirectory() as scratch:
+        report = Path(scratch) / "rusage.json"
         started = time.perf_counter()
-        child = subprocess.Popen(list(argv), cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
-                                 stderr=err, env=env)
-        # Bounded: a run that hangs is killed, and reported by its status.
-        watchdog = threading.Timer(timeout, lambda: os.kill(child.pid, signal.SIGKILL))
+        child = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(report), *argv],
+                                 cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                 env=env, start_new_session=True)
+        # Bounded: a run that hangs is killed (launcher and command), and reported by its
+        # status.
+        watchdog = threading.Timer(timeout, lambda: os.killpg(child.pid, signal.SIGKILL))
         watchdog.start()
         try:
-            _, wait_status, usage = os.wait4(child.pid, 0)
+            child.wait()
         finally:
             watchdog.cancel()
         wall = time.perf_counter() - started
-        child.returncode = os.waitstatus_to_exitcode(wait_status)
+        user, system, peak = json.loads(report.read_text()) if report.exists() else (0, 0, 0)
         out.seek(0)
         err.seek(0)
-        return Sample(wall=wall, user=usage.ru_utime, system=usage.ru_stime,
-                      peak_rss_kib=usage.ru_maxrss, status=child.returncode,
+        return Sample(wall=wall, user=user, system=system, peak_rss_kib=peak,
+                      status=child.returncode,
                       stdout=out.read().decode("utf-8", "replace"),
                       stderr=err.read().decode("utf-8", "replace"))
 
