@@ -60,7 +60,7 @@ from digest.sources import StreamingSource, arxiv_api, arxiv_rss, build_source
 from digest.store import LeftOut, OpenDigest, Store
 from digest.store.db import Pruned
 from digest.terms import forms_version, new_forms, remember_forms
-from digest.window import score_window
+from digest.window import PaperReader, score_window
 
 log = logging.getLogger(__name__)
 
@@ -872,6 +872,7 @@ def _deliver(
                               now=seams.now(), lookback_days=settings.store.lookback_days,
                               incremental=seams.incremental, progress=progress)
         scored = window.open
+        papers_for = PaperReader(store)  # matches hold stand-ins; a digest reads its papers
         found = new_forms()  # forms of words new to the store, kept for the next run
         if found:
             store.keep_word_forms(found, forms_version())
@@ -891,7 +892,7 @@ def _deliver(
                 # watchlists, so it carries their reasons too.
                 others = [scored[other.name] for other in selected
                           if other.name != name and channel_name in other.channels]
-                matches = with_shared_reasons(matches, others)
+                matches = papers_for(with_shared_reasons(matches, others))
                 heartbeat = None
                 if not matches:
                     heartbeat = due_heartbeat(watchlist_settings, channel_name, store, report,

@@ -15,11 +15,11 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from digest.config import WatchlistSettings
-from digest.models import Match
+from digest.models import Match, Paper
 from digest.scoring import Matcher
 from digest.store import Store
 from digest.store.db import Candidates, KeptScores, reasons_from_json
@@ -70,6 +70,7 @@ def score_window(
             resume[kept[1]].append(w.name)
 
     fresh: dict[str, list[Match]] = {w.name: [] for w in watchlists}
+    stubs: dict[str, Paper] = {}  # one stand-in per matched paper, whatever matched it
     rescored: dict[str, frozenset[str]] = {}  # watchlist -> the papers scored for it now
     groups = ([(0, out.whole, "papers")] if out.whole else []) + [
         (after, names, "new or changed papers") for after, names in sorted(resume.items())]
@@ -81,7 +82,7 @@ def score_window(
         keys: set[str] = set()
         # A chunk at a time: only the papers some watchlist matched stay in memory.
         for papers in store.changed_since(since, after, chunk=SCORING_CHUNK):
-            _add(fresh, matcher.match_many(papers, now=now, names=names))
+            _add(fresh, matcher.match_many(papers, now=now, names=names), stubs)
             keys.update(p.key for p in papers)
         scored_now = frozenset(keys)  # one set for the group: the store groups by it
         rescored.update((name, scored_now) for name in names)
@@ -104,11 +105,12 @@ def score_window(
         out.matched[name] += 1
         if still_open(name, key):
             wanted[name].append((key, score, reasons))
-    papers_by_key = store.papers({key for rows in wanted.values() for key, _, _ in rows})
+    upvotes = store.upvotes({key for rows in wanted.values() for key, _, _ in rows})
     for name, rows in wanted.items():
         for key, score, reasons in rows:
-            paper = papers_by_key.get(key)
-            if paper is not None:
+            if key in upvotes:  # a paper the store still holds
+                paper = stubs.get(key) or stubs.setdefault(key, Paper(
+                    key=key, title="", url="", upvotes=upvotes[key]))
                 out.open[name].append(Match(paper=paper, watchlist=name, score=score,
                                             reasons=reasons_from_json(reasons)))
     store.keep_scores({w.name: KeptScores(fingerprints[w.name], w.name in out.whole,
@@ -117,9 +119,34 @@ def score_window(
     return out
 
 
-def _add(into: dict[str, list[Match]], scored: dict[str, list[Match]]) -> None:
+def _add(into: dict[str, list[Match]], scored: dict[str, list[Match]],
+         stubs: dict[str, Paper]) -> None:
+    """Matches, each holding a stand-in for its paper that keeps what ranking reads (the
+    key and the upvotes): a day's matches can be many times its digests' papers, and
+    ``papers_for`` reads the whole paper of those a digest takes."""
     for name, matches in scored.items():
-        into[name].extend(matches)
+        for m in matches:
+            paper = stubs.get(m.paper.key) or stubs.setdefault(m.paper.key, Paper(
+                key=m.paper.key, title="", url="", upvotes=m.paper.upvotes))
+            into[name].append(replace(m, paper=paper))
+
+
+class PaperReader:
+    """The whole papers of the matches a digest takes, read from the store as digests need
+    them, the latest few thousand remembered (a paper is often in many digests)."""
+
+    def __init__(self, store: Store, keep: int = 4096) -> None:
+        self.store, self.keep = store, keep
+        self.papers: dict[str, Paper] = {}
+
+    def __call__(self, matches: Iterable[Match]) -> list[Match]:
+        matches = list(matches)
+        missing = {m.paper.key for m in matches} - set(self.papers)
+        if missing:
+            if len(self.papers) + len(missing) > self.keep:
+                self.papers.clear()
+            self.papers.update(self.store.papers(missing))
+        return [replace(m, paper=self.papers.get(m.paper.key, m.paper)) for m in matches]
 
 
 def _count(names: Iterable[str], noun: str) -> str:

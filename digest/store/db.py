@@ -1252,6 +1252,17 @@ class Store:
                 out[row["key"]] = _paper_from_row(row)
         return out
 
+    def upvotes(self, keys: Iterable[str]) -> dict[str, int | None]:
+        """Each stored paper's upvotes, by key, without reading the rest of it."""
+        wanted = list(dict.fromkeys(keys))
+        out: dict[str, int | None] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            out.update(self.db.execute(
+                f"SELECT key, upvotes FROM papers WHERE key IN ({marks})", chunk).fetchall())
+        return out
+
     def keys_by_doi(self, dois: Iterable[str]) -> dict[str, str]:
         """Keys of the stored papers that carry these DOIs, by normalised DOI.
 
