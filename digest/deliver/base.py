@@ -8,7 +8,7 @@ import ipaddress
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 from urllib.parse import urlsplit
 
 import httpx
@@ -245,6 +245,50 @@ class WebhookPoster:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+class HookChannel:
+    """What every channel posting to one webhook URL shares: its options read from its
+    table, a poster paced for its service, and how it is made and closed. A kind names its
+    ``SERVICE`` and pacing (``INTERVAL``), and may say where its URL comes from
+    (``hook_url``) and what else its poster needs (``poster_options``)."""
+
+    kind: str
+    Options: ClassVar[type[opt.KindOptions]]
+    SERVICE: ClassVar[str]
+    INTERVAL: ClassVar[float] = 1.0
+
+    def __init__(
+        self,
+        settings: ChannelSettings,
+        *,
+        http: HttpSettings,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] | None = None,
+        interval: float | None = None,
+    ) -> None:
+        self.settings = settings
+        self.options: Any = opt.options_of(settings, self.Options)
+        url, url_env = self.hook_url()
+        self._poster = WebhookPoster(
+            channel=settings.name, service=self.SERVICE, url=url, url_env=url_env, http=http,
+            timeout=settings.timeout_seconds,
+            interval=self.INTERVAL if interval is None else interval, transport=transport,
+            sleep=sleep, **self.poster_options())
+
+    def hook_url(self) -> tuple[Secret | None, str | None]:
+        return self.options.webhook_url, self.options.webhook_url_env
+
+    def poster_options(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def create(cls, settings: ChannelSettings, context: ChannelContext) -> Self:
+        return cls(settings, http=context.http, transport=context.transport,
+                   sleep=context.sleep)
+
+    def close(self) -> None:
+        self._poster.close()
 
 
 def numbered_files(bodies: list[bytes]) -> dict[str, bytes]:

@@ -25,11 +25,10 @@ from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 import httpx
 
 from digest import options as opt
-from digest.config import ChannelSettings, HttpSettings
+from digest.config import Secret
 from digest.deliver.base import (
-    ChannelContext,
     Composed,
-    WebhookPoster,
+    HookChannel,
     WebhookUrlOptions,
     numbered_files,
 )
@@ -304,31 +303,19 @@ class DiscordOptions(WebhookUrlOptions):
         return problems
 
 
-class DiscordChannel:
+class DiscordChannel(HookChannel):
     kind = "discord"
     Options: ClassVar[type[opt.KindOptions]] = DiscordOptions
+    SERVICE = "Discord"
+    INTERVAL = MESSAGE_INTERVAL_SECONDS
+    options: DiscordOptions
 
-    def __init__(
-        self,
-        settings: ChannelSettings,
-        *,
-        http: HttpSettings,
-        transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] | None = None,
-        interval: float = MESSAGE_INTERVAL_SECONDS,
-    ) -> None:
-        self.settings = settings
-        self.options: DiscordOptions = opt.options_of(settings, DiscordOptions)
-        self._poster = WebhookPoster(
-            channel=settings.name, service="Discord", url=confirmed_url(self.options.webhook_url),
-            url_env=self.options.webhook_url_env, http=http,
-            timeout=settings.timeout_seconds, interval=interval, transport=transport,
-            sleep=sleep, asked_wait=retry_after)
+    def hook_url(self) -> tuple[Secret | None, str | None]:
+        return confirmed_url(self.options.webhook_url), self.options.webhook_url_env
 
-    @classmethod
-    def create(cls, settings: ChannelSettings, context: ChannelContext) -> DiscordChannel:
-        return cls(settings, http=context.http, transport=context.transport,
-                   sleep=context.sleep)
+    def poster_options(self) -> dict[str, Any]:
+        return {"asked_wait": retry_after}
+
 
     def compose(self, digest: Digest) -> Composed:
         messages = discord_messages(digest, username=self.options.username)
@@ -345,5 +332,3 @@ class DiscordChannel:
         self._poster.post_each([message_body(m) for m in payload["messages"]],
                                parts_sent=parts_sent, on_part_sent=on_part_sent)
 
-    def close(self) -> None:
-        self._poster.close()

@@ -14,14 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import httpx
-
 from digest import options as opt
-from digest.config import ChannelSettings, HttpSettings
 from digest.deliver.base import (
-    ChannelContext,
     Composed,
-    WebhookPoster,
+    HookChannel,
     WebhookUrlOptions,
 )
 from digest.models import Digest
@@ -174,30 +170,12 @@ class SlackOptions(WebhookUrlOptions):
     HTTPS_ONLY: ClassVar[bool] = False  # Slack's own hooks are https; a relay may not be
 
 
-class SlackChannel:
+class SlackChannel(HookChannel):
     kind = "slack"
     Options: ClassVar[type[opt.KindOptions]] = SlackOptions
-
-    def __init__(
-        self,
-        settings: ChannelSettings,
-        *,
-        http: HttpSettings,
-        transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] | None = None,
-        interval: float = MESSAGE_INTERVAL_SECONDS,
-    ) -> None:
-        self.settings = settings
-        options: SlackOptions = opt.options_of(settings, SlackOptions)
-        self._poster = WebhookPoster(
-            channel=settings.name, service="Slack", url=options.webhook_url,
-            url_env=options.webhook_url_env, http=http, timeout=settings.timeout_seconds,
-            interval=interval, transport=transport, sleep=sleep)
-
-    @classmethod
-    def create(cls, settings: ChannelSettings, context: ChannelContext) -> SlackChannel:
-        return cls(settings, http=context.http, transport=context.transport,
-                   sleep=context.sleep)
+    SERVICE = "Slack"
+    INTERVAL = MESSAGE_INTERVAL_SECONDS
+    options: SlackOptions
 
     def compose(self, digest: Digest) -> Composed:
         return Composed(payload={"kind": self.kind, "messages": slack_messages(digest)},
@@ -213,8 +191,6 @@ class SlackChannel:
         self._poster.post_each([json.dumps(m).encode() for m in payload["messages"]],
                                parts_sent=parts_sent, on_part_sent=on_part_sent)
 
-    def close(self) -> None:
-        self._poster.close()
 
 
 def json_lines(messages: list[Any]) -> bytes:

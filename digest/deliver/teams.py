@@ -24,11 +24,9 @@ from urllib.parse import quote
 import httpx
 
 from digest import options as opt
-from digest.config import ChannelSettings, HttpSettings
 from digest.deliver.base import (
-    ChannelContext,
     Composed,
-    WebhookPoster,
+    HookChannel,
     WebhookUrlOptions,
     numbered_files,
 )
@@ -217,30 +215,16 @@ class TeamsOptions(WebhookUrlOptions):
     """The workflow's URL, which carries its signature: https only."""
 
 
-class TeamsChannel:
+class TeamsChannel(HookChannel):
     kind = "teams"
     Options: ClassVar[type[opt.KindOptions]] = TeamsOptions
+    SERVICE = "Teams"
+    INTERVAL = MESSAGE_INTERVAL_SECONDS
+    options: TeamsOptions
 
-    def __init__(
-        self,
-        settings: ChannelSettings,
-        *,
-        http: HttpSettings,
-        transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] | None = None,
-        interval: float = MESSAGE_INTERVAL_SECONDS,
-    ) -> None:
-        self.settings = settings
-        options: TeamsOptions = opt.options_of(settings, TeamsOptions)
-        self._poster = WebhookPoster(
-            channel=settings.name, service="Teams", url=options.webhook_url,
-            url_env=options.webhook_url_env, http=http, timeout=settings.timeout_seconds,
-            interval=interval, transport=transport, sleep=sleep, asked_wait=_asked_wait)
+    def poster_options(self) -> dict[str, Any]:
+        return {"asked_wait": _asked_wait}
 
-    @classmethod
-    def create(cls, settings: ChannelSettings, context: ChannelContext) -> TeamsChannel:
-        return cls(settings, http=context.http, transport=context.transport,
-                   sleep=context.sleep)
 
     def compose(self, digest: Digest) -> Composed:
         return Composed(payload={"kind": self.kind, "messages": teams_messages(digest)},
@@ -259,5 +243,3 @@ class TeamsChannel:
                                parts_sent=parts_sent, on_part_sent=on_part_sent,
                                headers={"Content-Type": "application/json; charset=utf-8"})
 
-    def close(self) -> None:
-        self._poster.close()

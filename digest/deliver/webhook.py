@@ -27,11 +27,10 @@ from typing import Any, ClassVar
 import httpx
 
 from digest import options as opt
-from digest.config import MIN_SECRET_CHARS, ChannelSettings, HttpSettings
+from digest.config import MIN_SECRET_CHARS, ChannelSettings, HttpSettings, Secret
 from digest.deliver.base import (
-    ChannelContext,
     Composed,
-    WebhookPoster,
+    HookChannel,
     webhook_url_problems,
 )
 from digest.errors import DeliveryError
@@ -197,9 +196,12 @@ class WebhookOptions(opt.KindOptions):
         return problems
 
 
-class WebhookChannel:
+class WebhookChannel(HookChannel):
     kind = "webhook"
     Options: ClassVar[type[opt.KindOptions]] = WebhookOptions
+    SERVICE = "Webhook"
+    INTERVAL = MESSAGE_INTERVAL_SECONDS
+    options: WebhookOptions
 
     def __init__(
         self,
@@ -211,18 +213,12 @@ class WebhookChannel:
         interval: float = MESSAGE_INTERVAL_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.settings = settings
-        self.options: WebhookOptions = opt.options_of(settings, WebhookOptions)
         self._clock = clock
-        self._poster = WebhookPoster(
-            channel=settings.name, service="Webhook", url=self.options.url,
-            url_env=self.options.url_env, http=http, timeout=settings.timeout_seconds,
-            interval=interval, transport=transport, sleep=sleep)
+        super().__init__(settings, http=http, transport=transport, sleep=sleep,
+                         interval=interval)
 
-    @classmethod
-    def create(cls, settings: ChannelSettings, context: ChannelContext) -> WebhookChannel:
-        return cls(settings, http=context.http, transport=context.transport,
-                   sleep=context.sleep)
+    def hook_url(self) -> tuple[Secret | None, str | None]:
+        return self.options.url, self.options.url_env
 
     def compose(self, digest: Digest) -> Composed:
         if digest.matched is None:  # what the body leaves out is counted against this
@@ -272,5 +268,3 @@ class WebhookChannel:
         self._poster.post(body, number=1, total=1, headers=self.headers(body))
         on_part_sent(1)
 
-    def close(self) -> None:
-        self._poster.close()
