@@ -84,7 +84,7 @@ def score_window(
         for papers in store.changed_since(since, after, chunk=SCORING_CHUNK):
             _add(fresh, matcher.match_many(papers, now=now, names=names), stubs)
             keys.update(p.key for p in papers)
-        scored_now = frozenset(keys)  # one set for the group: the store groups by it
+        scored_now = frozenset(keys)
         rescored.update((name, scored_now) for name in names)
         out.scored = max(out.scored, len(keys))
 
@@ -141,7 +141,7 @@ class PaperReader:
 
     def __call__(self, matches: Iterable[Match]) -> list[Match]:
         matches = list(matches)
-        missing = {m.paper.key for m in matches} - set(self.papers)
+        missing = {m.paper.key for m in matches if m.paper.key not in self.papers}
         if missing:
             if len(self.papers) + len(missing) > self.keep:
                 self.papers.clear()

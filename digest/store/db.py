@@ -620,16 +620,16 @@ class Store:
         theirs of the papers scored again only. Matches of papers that left the window go.
         """
         stamp = _iso(now)
-        groups: dict[int, list[str]] = {}  # watchlists that were scored on the same papers
+        groups: dict[frozenset[str], list[str]] = {}  # watchlists scored on the same papers
         for name, kept in scored.items():
-            groups.setdefault(id(kept.rescored), []).append(name)
+            groups.setdefault(kept.rescored, []).append(name)
         with self.writing("keep the run's scores"):
             self.db.execute("CREATE TEMP TABLE IF NOT EXISTS rescored_keys "
                             "(key TEXT PRIMARY KEY) WITHOUT ROWID")
-            for names in groups.values():
+            for rescored, names in groups.items():
                 self.db.execute("DELETE FROM temp.rescored_keys")
                 self.db.conn.executemany("INSERT OR IGNORE INTO temp.rescored_keys VALUES (?)",
-                                    [(key,) for key in scored[names[0]].rescored])
+                                         [(key,) for key in rescored])
                 for name in names:
                     kept = scored[name]
                     if kept.whole:
