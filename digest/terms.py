@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import sys
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -79,14 +80,40 @@ def spellings(folded: str) -> set[str]:
 @cache
 def _engines() -> tuple[Any, Any]:
     """inflect's engines, classical (matrix -> matrices, index -> indices) and modern
-    (index -> indexes). Imported on first need: importing inflect takes over a second
-    (it type-checks its own functions), and a run whose words are all in the store's
-    kept forms (``remember_forms``) never needs it."""
-    import inflect
-
+    (index -> indexes). Imported on first need, and a run whose words are all in the
+    store's kept forms (``remember_forms``) never needs it."""
+    inflect = _import_inflect()
     classical = inflect.engine()
     classical.classical(all=True)
     return classical, inflect.engine()
+
+
+def _import_inflect() -> Any:
+    """inflect, imported without typeguard's instrumentation of its functions.
+
+    inflect decorates its functions with ``typeguard.typechecked``, which re-parses and
+    recompiles each one at import (jaraco/inflect#212): 1.4 s of every run's start, and a
+    check on every call after it. The checks only refuse arguments of the wrong type, and
+    this module passes inflect plain strings, so the decorator is made a pass-through for
+    the import and put back after it. A process that imported inflect already keeps it."""
+    if "inflect" in sys.modules:
+        return sys.modules["inflect"]
+    try:
+        import typeguard
+    except ImportError:  # an inflect that no longer uses typeguard
+        import inflect
+        return inflect
+    instrument = typeguard.typechecked
+
+    def pass_through(target: Any = None, **_options: Any) -> Any:
+        return target if target is not None else (lambda function: function)
+
+    typeguard.typechecked = pass_through  # type: ignore[assignment]
+    try:
+        import inflect
+    finally:
+        typeguard.typechecked = instrument  # type: ignore[assignment]
+    return inflect
 
 
 # Forms found earlier, read back from the store, and those found in this process.
@@ -127,7 +154,7 @@ def inflections(token: str) -> frozenset[str]:
 
 def _inflect(token: str) -> frozenset[str]:
     classical, modern = _engines()
-    # inflect is thorough but slow (its calls are type-checked at run time): a word is
+    # inflect is thorough but not fast: a word is
     # asked for its singular only when it ends as English plurals do (models, criteria,
     # radii, mice, children), and for its modern plural only when the classical one is
     # irregular (matrices, so also matrixes).
