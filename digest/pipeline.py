@@ -877,6 +877,10 @@ def _deliver(
         if found:
             store.keep_word_forms(found, forms_version())
         notes = source_notes(settings, store) + run_notes(report)
+        sharing: dict[str, list[str]] = {}  # channel -> the watchlists it serves
+        for watchlist_settings in selected:
+            for channel_name in watchlist_settings.channels:
+                sharing.setdefault(channel_name, []).append(watchlist_settings.name)
         for watchlist_settings in selected:
             name = watchlist_settings.name
             summary = WatchlistReport(name=name, recent=window.papers,
@@ -890,8 +894,7 @@ def _deliver(
                 matches = ranked[: watchlist_settings.max_papers]
                 # A paper sent here once is not sent again for the channel's other
                 # watchlists, so it carries their reasons too.
-                others = [scored[other.name] for other in selected
-                          if other.name != name and channel_name in other.channels]
+                others = [scored[other] for other in sharing[channel_name] if other != name]
                 matches = papers_for(with_shared_reasons(matches, others))
                 heartbeat = None
                 if not matches:
