@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import sys
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache, lru_cache
@@ -108,11 +108,11 @@ def _import_inflect() -> Any:
     def pass_through(target: Any = None, **_options: Any) -> Any:
         return target if target is not None else (lambda function: function)
 
-    typeguard.typechecked = pass_through  # type: ignore[assignment]
+    typeguard.typechecked = pass_through
     try:
         import inflect
     finally:
-        typeguard.typechecked = instrument  # type: ignore[assignment]
+        typeguard.typechecked = instrument
     return inflect
 
 

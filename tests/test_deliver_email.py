@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import binascii
 import email
+import re
 import smtplib
+from dataclasses import replace
 from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
 from email.policy import default as default_policy
+from email.utils import format_datetime, make_msgid, parseaddr
 
 import pytest
 
@@ -117,6 +123,61 @@ def test_both_parts_travel_as_quoted_printable_and_read_back_exactly():
     body = raw.replace("\r\n", "\n").split("\n\n", 1)[1]
     assert max(len(line) for line in body.splitlines()) <= 76
     assert "Café = résumé" in message.get_body(("plain",)).get_content()
+
+
+def _by_the_email_package(channel: EmailChannel, digest: Digest, subject: str, text: str,
+                          html: str) -> str:
+    """The message as the email package's own objects and generator make it."""
+    o = channel.options
+    message = EmailMessage(policy=SMTP_POLICY)
+    domain = parseaddr(o.sender)[1].rpartition("@")[2] or "paper-digest.invalid"
+    message["Subject"] = subject
+    message["From"] = o.sender
+    message["To"] = ", ".join(o.to)
+    message["Date"] = format_datetime(digest.created_at)
+    message["Message-ID"] = make_msgid("paper-digest", domain=domain)
+    message["List-Id"] = " ".join(f"{digest.watchlist} <{digest.watchlist}.paper-digest>".split())
+    if o.unsubscribe:
+        message["List-Unsubscribe"] = f"<{o.unsubscribe}>"
+        if o.unsubscribe.startswith("https://"):
+            message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    message["Auto-Submitted"] = "auto-generated"
+    message["MIME-Version"] = "1.0"
+    message.make_alternative()
+    for body, subtype in ((text, "plain"), (html, "html")):
+        body = body if body.endswith("\n") else body + "\n"
+        part = EmailMessage(policy=SMTP_POLICY)
+        part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
+        part["Content-Transfer-Encoding"] = "quoted-printable"
+        part.set_payload(binascii.b2a_qp(body.encode(), istext=True).decode("ascii"))
+        message.attach(part)
+    return message.as_string()
+
+
+@pytest.mark.parametrize("fields", [
+    {},
+    {"sender": "Équipe Veille <veille@exemple.fr>", "subject": "Veille « {watchlist} » : {papers}",
+     "unsubscribe": "https://digest.example.org/unsubscribe?list=1"},
+    {"to": tuple(f"reader-{n}@a-rather-long-department-name.example.org" for n in range(6)),
+     "subject": "{watchlist} " + "long subject words " * 8},
+    {"sender": '"Doe, Jane (Lab)" <jane@example.org>', "unsubscribe": ""},
+], ids=["plain", "non-ascii", "long", "quoted-name"])
+def test_the_message_is_the_one_the_email_package_would_make(fields):
+    """Composed by hand for speed, the message is byte for byte what the email package's
+    objects and generator give, but for the random Message-ID and boundary."""
+    channel = EmailChannel(settings(**fields), renderer=Renderer())
+    made = digest(count=3, title="Café = résumé · ▲ 42  ")
+    raw = channel.compose(made).payload["message"]
+    subject = channel.subject(made)
+    text, html = Renderer().email(replace(made, matched=3), subject=subject)
+    expected = _by_the_email_package(channel, made, subject, text, html)
+
+    def fixed(message: str) -> str:
+        message = re.sub(r"<[0-9.]+\.paper-digest@", "<ID.paper-digest@", message)
+        return re.sub(r"={15}\d+==", "BOUNDARY", message)
+
+    assert fixed(raw) == fixed(expected)
+    assert email.message_from_string(raw, policy=default_policy)["Subject"] == subject
 
 
 def test_feed_text_never_breaks_a_header():
