@@ -794,15 +794,21 @@ def _highlight_term(written: str) -> Term | None:
         return None
 
 
+@lru_cache(maxsize=1 << 15)
+def _term_spans(text: str, written: str) -> tuple[tuple[int, int], ...]:
+    """Where one term covers ``text``, in raw characters. Kept per text and term: the
+    watchlists of one run share many terms, and each digest highlights its own set."""
+    term = _highlight_term(written)
+    if term is None:
+        return ()
+    normal = _normal_text(text)
+    return tuple(normal.raw_span(first, last) for first, last in term.spans(normal))
+
+
 def highlight_spans(text: str, terms: Iterable[str]) -> list[tuple[int, int]]:
     """Non-overlapping (start, end) spans of the given terms in ``text``, in order, each
     covering whole words: a prefix or a regex that ends inside a word takes all of it."""
-    normal = _normal_text(text)
-    spans = []
-    for written in terms:
-        term = _highlight_term(written)
-        if term is not None:
-            spans += [normal.raw_span(first, last) for first, last in term.spans(normal)]
+    spans = [span for written in terms for span in _term_spans(text, written)]
     spans.sort()
     merged: list[tuple[int, int]] = []
     for start, end in spans:
