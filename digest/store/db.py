@@ -853,12 +853,11 @@ class Store:
                  stamp, digest.left_out if left_out else None],
             )
             digest_id = int(cursor.lastrowid or 0)
-            for rank, match in enumerate(digest.matches, start=1):
-                self.db.execute(
-                    "INSERT INTO digest_papers (digest_id, paper_key, rank, score) "
-                    "VALUES (?, ?, ?, ?)",
-                    [digest_id, match.paper.key, rank, match.score],
-                )
+            self.db.conn.executemany(
+                "INSERT INTO digest_papers (digest_id, paper_key, rank, score) "
+                "VALUES (?, ?, ?, ?)",
+                [(digest_id, match.paper.key, rank, match.score)
+                 for rank, match in enumerate(digest.matches, start=1)])
             self.db.conn.executemany(
                 "INSERT INTO digest_overflow (digest_id, rank, paper_key, score, reasons) "
                 "VALUES (?, ?, ?, ?, ?)",
