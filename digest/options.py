@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable, Mapping
 from email.errors import HeaderParseError
 from email.headerregistry import AddressHeader, HeaderRegistry
+from functools import lru_cache
 from typing import Any, ClassVar, TypeVar, cast
 from urllib.parse import SplitResult, urlsplit
 
@@ -213,6 +214,7 @@ def source_url(value: str) -> str | None:
     return url_problem(value, local=True)
 
 
+@lru_cache(maxsize=1 << 12)
 def address(value: str) -> str | None:
     """One mailbox, strictly parsed: a local part and a domain, optionally a display name."""
     try:

@@ -135,7 +135,7 @@ def _by_the_email_package(channel: EmailChannel, digest: Digest, subject: str, t
     message["From"] = o.sender
     message["To"] = ", ".join(o.to)
     message["Date"] = format_datetime(digest.created_at)
-    message["Message-ID"] = make_msgid("paper-digest", domain=domain)
+    message["Message-ID"] = make_msgid(domain=domain)
     message["List-Id"] = " ".join(f"{digest.watchlist} <{digest.watchlist}.paper-digest>".split())
     if o.unsubscribe:
         message["List-Unsubscribe"] = f"<{o.unsubscribe}>"
@@ -173,7 +173,7 @@ def test_the_message_is_the_one_the_email_package_would_make(fields):
     expected = _by_the_email_package(channel, made, subject, text, html)
 
     def fixed(message: str) -> str:
-        message = re.sub(r"<[0-9.]+\.paper-digest@", "<ID.paper-digest@", message)
+        message = re.sub(r"<[0-9.]+@", "<ID@", message)
         return re.sub(r"={15}\d+==", "BOUNDARY", message)
 
     assert fixed(raw) == fixed(expected)

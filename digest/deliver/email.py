@@ -22,6 +22,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, make_msgid, parseaddr
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -275,12 +276,13 @@ class EmailChannel:
     def _message(self, digest: Digest, subject: str, text: str, html: str) -> Message:
         o = self.options
         if self._addresses is None:  # the same for every digest of the channel
-            self._addresses = _header("From", o.sender) + _header("To", ", ".join(o.to))
+            self._addresses = _address_header("From", o.sender) + _address_header(
+                "To", ", ".join(o.to))
             domain = parseaddr(o.sender)[1].rpartition("@")[2] or "paper-digest.invalid"
             self._domain = domain
         head = [_header("Subject", subject), self._addresses,
                 _header("Date", format_datetime(digest.created_at)),
-                _header("Message-ID", make_msgid("paper-digest", domain=self._domain)),
+                _header("Message-ID", make_msgid(domain=self._domain)),
                 _header("List-Id", _header_text(
                     f"{digest.watchlist} <{digest.watchlist}.paper-digest>"))]
         if o.unsubscribe:
@@ -407,7 +409,7 @@ class EmailChannel:
         if not self._joined:
             self._connections.join(self._key)
             self._joined = True
-        sender = Address(addr_spec=parseaddr(o.sender)[1]).addr_spec
+        sender = _envelope_sender(o.sender)
         message = self._addressed(payload)
         smtp, fresh = self._connections.get(self._key, self._connect)
         try:
@@ -482,10 +484,22 @@ def _quoted(body: str) -> str:
 def _header(name: str, value: str) -> str:
     """One header line, ending in CRLF. A short ASCII value is written as it is; any other
     is encoded and folded by the email package (RFC 2047 words, lines within 78)."""
-    if value.isascii() and value.isprintable() and len(name) + len(value) <= 76 \
-            and name not in ("From", "To"):
+    if value.isascii() and value.isprintable() and len(name) + len(value) <= 76:
         return f"{name}: {value}\r\n"
     return SMTP_POLICY.fold(name, SMTP_POLICY.header_factory(name, value))
+
+
+@lru_cache(maxsize=1 << 12)
+def _address_header(name: str, value: str) -> str:
+    """A From or To line, made by the email package, which may quote or encode a display
+    name; many channels share a sender."""
+    return SMTP_POLICY.fold(name, SMTP_POLICY.header_factory(name, value))
+
+
+@lru_cache(maxsize=1 << 10)
+def _envelope_sender(sender: str) -> str:
+    """The bare address of ``from``, for the SMTP envelope."""
+    return Address(addr_spec=parseaddr(sender)[1]).addr_spec
 
 
 def html_bytes(message: EmailMessage) -> int:
