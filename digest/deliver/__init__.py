@@ -31,7 +31,11 @@ class Channel(Protocol):
 
     def send(self, payload: dict[str, Any], *, parts_sent: int,
              on_part_sent: Callable[[int], None]) -> Mapping[str, tuple[bool, str]] | None:
-        """Deliver; return the recipients refused while others accepted (email), if any."""
+        """Deliver; return the recipients refused while others accepted (email), if any.
+
+        ``on_part_sent(n)`` records that part ``n`` of a digest sent in several messages
+        was accepted, so that a run stopped midway resumes after it; a digest of one
+        message needs no such record, since it is marked sent when this returns."""
 
     def close(self) -> None: ...
 
