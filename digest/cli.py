@@ -10,6 +10,7 @@ import os
 import re
 import sqlite3
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -818,11 +819,11 @@ def format_report(report: RunReport, *, outbox: Path | None = None) -> str:
             lines.append(f"    caught up {s.catch_up} through the arXiv API: "
                          f"{plural(s.caught_up, 'new paper')}")
     lines.append("watchlists:")
+    digests = Counter(d.watchlist for d in report.deliveries if not d.resent)
     for w in report.watchlists:
-        digests = [d for d in report.deliveries if d.watchlist == w.name and not d.resent]
         lines.append(f"  {w.name}: {w.matched} of {plural(w.recent, 'recent paper')} matched, "
                      f"{w.unsent} not yet sent to its channels, "
-                     f"{plural(len(digests), 'digest')}")
+                     f"{plural(digests[w.name], 'digest')}")
     if report.deliveries:
         lines.append("deliveries:")
     for d in report.deliveries:
