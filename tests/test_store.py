@@ -5,9 +5,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from digest.errors import LockedError
-from digest.models import Digest, Match, Paper
+from digest.models import Digest, Match, Paper, Reason
 from digest.sources.base import SourceState
 from digest.store import Store
+from digest.store.db import KeptScores
 from digest.store.schema import MIGRATIONS
 
 NOW = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)
@@ -246,3 +247,33 @@ def test_references_merged_at_once_equal_references_merged_one_by_one(tmp_path):
         assert once.record_references(papers, NOW) == sum(
             each.record_references([p], NOW) for p in papers)
         assert table(once, "papers") == table(each, "papers")
+
+
+def test_kept_matches_of_papers_scored_again_are_replaced_and_new_papers_add_theirs(store):
+    """Keeping a run's scores: a paper scored again loses the match it no longer earns
+    (and keeps the one it does, rescored); papers scored for the first time only add."""
+    since = NOW - timedelta(days=7)
+    papers = [paper(f"2611.{n}") for n in range(1, 5)]
+    store.record_batch("arxiv", papers, SourceState(), NOW)
+
+    def match(p: Paper, name: str, score: float) -> Match:
+        return Match(p, name, score, (Reason("term", "LoRA", "title", score),))
+
+    def kept(name: str) -> dict[str, float]:
+        return {key: score for _, key, score, _ in store.kept_matches(since, [name])}
+
+    first = frozenset(p.key for p in papers[:3])
+    store.keep_scores({
+        "a": KeptScores("f", False, [match(papers[0], "a", 1.0), match(papers[1], "a", 2.0)],
+                        first),
+        "b": KeptScores("f", False, [match(papers[2], "b", 3.0)], first)},
+        through=1, since=since, now=NOW)
+    # The next run scores paper 1 (changed: it no longer matches a), paper 2 (changed:
+    # a scores it higher) and paper 4 (new, matched by b).
+    again = frozenset({papers[0].key, papers[1].key, papers[3].key})
+    store.keep_scores({
+        "a": KeptScores("f", False, [match(papers[1], "a", 5.0)], again),
+        "b": KeptScores("f", False, [match(papers[3], "b", 4.0)], again)},
+        through=2, since=since, now=NOW)
+    assert kept("a") == {papers[1].key: 5.0}
+    assert kept("b") == {papers[2].key: 3.0, papers[3].key: 4.0}

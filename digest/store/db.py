@@ -630,11 +630,18 @@ class Store:
                 self.db.execute("DELETE FROM temp.rescored_keys")
                 self.db.conn.executemany("INSERT OR IGNORE INTO temp.rescored_keys VALUES (?)",
                                          [(key,) for key in rescored])
+                # Only a paper some watchlist kept a match for can hold one to replace. Most
+                # days the papers scored again are new, and a DELETE per watchlist probing
+                # each of them grew with the matches the week kept.
+                self.db.execute("DELETE FROM temp.rescored_keys "
+                                "WHERE key NOT IN (SELECT paper_key FROM matches)")
+                stale = self.db.execute(
+                    "SELECT EXISTS (SELECT 1 FROM temp.rescored_keys)").fetchone()[0]
                 for name in names:
                     kept = scored[name]
                     if kept.whole:
                         self.db.execute("DELETE FROM matches WHERE watchlist = ?", [name])
-                    else:
+                    elif stale:
                         self.db.execute("DELETE FROM matches WHERE watchlist = ? AND paper_key "
                                         "IN (SELECT key FROM temp.rescored_keys)", [name])
                     self.db.conn.executemany(
