@@ -225,7 +225,12 @@ def paper_views(digest: Digest) -> list[PaperView]:
     views = []
     for rank, match in enumerate(digest.matches, start=1):
         paper = match.paper
-        terms = match.matched_terms
+        # Each field is searched for the terms that counted in it: the rest do not occur
+        # there, or only where a longer term of the watchlist took the place.
+        in_title = tuple(dict.fromkeys(r.value for r in match.reasons
+                                       if r.kind == "term" and r.field == "title"))
+        in_abstract = tuple(dict.fromkeys(r.value for r in match.reasons
+                                          if r.kind == "term" and r.field == "abstract"))
         title = trim(paper.title, TITLE_CHARS)
         abstract = trim(paper.abstract, ABSTRACT_CHARS)
         summary = trim(paper.summary, SUMMARY_CHARS) if paper.summary else ""
@@ -235,13 +240,13 @@ def paper_views(digest: Digest) -> list[PaperView]:
         views.append(PaperView(
             rank=rank,
             title=title,
-            title_html=highlight(title, terms),
+            title_html=highlight(title, in_title),
             url=url,
             authors=format_authors(paper.authors),
             categories=", ".join(paper.categories),
             meta=paper_meta(paper.categories, paper.announce_type, paper.upvotes),
             abstract=abstract,
-            abstract_html=highlight(abstract, terms, first_only=True),
+            abstract_html=highlight(abstract, in_abstract, first_only=True),
             reasons=describe_reasons(match),
             score=match.score,
             upvotes=paper.upvotes,

@@ -76,6 +76,18 @@ def test_email_html_escapes_feed_text_and_highlights_terms():
     assert 'Why: "LoRA" in title; author Sinong Wang' in html
 
 
+def test_a_field_is_highlighted_for_the_terms_that_counted_in_it():
+    """The highlights show what the Why line says: a term that counted in the title only
+    (a title: term, or one the matcher found nowhere else) is not marked in the abstract,
+    and a term that counted in both is marked in both."""
+    _, html = Renderer().email(sample_digest(), subject="s")
+    first, second = html.split('id="p2"')[0].split('id="p1"')[1], html.split('id="p2"')[1]
+    title_one, abstract_one = first.split('class="a"')
+    assert "<mark" in title_one and "<mark" not in abstract_one
+    title_two, abstract_two = second.split('class="a"')[:2]
+    assert "<mark" in title_two and "<mark" in abstract_two
+
+
 def test_email_text_shows_reasons_and_links():
     text, _ = Renderer().email(sample_digest(), subject="s")
     assert "1. LoRA-Flow: Dynamic Low-Rank Adapters" in text
@@ -407,7 +419,8 @@ def test_styles_are_inlined_and_dark_mode_rules_kept():
 
 def test_abstracts_highlight_each_term_once_and_titles_every_time():
     paper = full_paper(title="LoRA meets LoRA", abstract="LoRA here, LoRA there, lora again.")
-    digest = Digest("w", "c", (Match(paper, "w", 1.0, (Reason("term", "LoRA", "title", 1.0),)),),
+    digest = Digest("w", "c", (Match(paper, "w", 1.0, (Reason("term", "LoRA", "title", 1.0),
+                                                       Reason("term", "LoRA", "abstract", 1.0))),),
                     WHEN)
     _, html = Renderer().email(digest, subject="s")
     title = html.split('class="t"', 1)[1].split("</div>", 1)[0]
