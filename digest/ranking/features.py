@@ -12,12 +12,13 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import sparse
 
 from digest.models import Paper, fold_text
 from digest.similarity import STOPWORDS
 
+# scipy is imported where it is used: a run with no ratings never loads it.
 if TYPE_CHECKING:
+    from scipy import sparse
     from sklearn.feature_extraction.text import HashingVectorizer
 
 N_FEATURES = 2**18  # hashed, so nothing grows with the vocabulary; collisions are rare
@@ -64,6 +65,8 @@ def _hasher() -> HashingVectorizer:
 
 def featurize(papers: Sequence[Paper]) -> sparse.csr_matrix:
     """One row per paper: sub-linear term counts, each row of unit length."""
+    from scipy import sparse
+
     if not papers:
         return sparse.csr_matrix((0, N_FEATURES), dtype=np.float32)
     counts = _hasher().transform(papers).tocsr()

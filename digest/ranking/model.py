@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import sparse
 
 from digest.models import Paper
 from digest.ranking.features import N_FEATURES, featurize
 
+# scipy is imported where it is used: a run with no ratings never loads it.
 if TYPE_CHECKING:
+    from scipy import sparse
     from sklearn.linear_model import LogisticRegression
 
 log = logging.getLogger(__name__)
@@ -227,6 +228,8 @@ class WatchlistModel:
 
     def _remembered(self) -> tuple[tuple[RatedPaper, ...], sparse.csr_matrix]:
         """The rated papers and their profiles, decoded from the bytes if need be."""
+        from scipy import sparse
+
         if self._rated is not None and self._profiles is not None:
             return self._rated, self._profiles
         try:
@@ -269,6 +272,8 @@ def train(corpus: Corpus, ratings: Mapping[str, int],
     corpus are skipped. ``background`` names unrated papers that count as weak negatives;
     the first ``MAX_BACKGROUND`` of them are used.
     """
+    from scipy import sparse
+
     rated = {k: v for k, v in ratings.items() if k in corpus}
     liked = [k for k, v in rated.items() if v > 0]
     disliked = [k for k, v in rated.items() if v < 0]
@@ -414,6 +419,8 @@ def _platt(scores: np.ndarray, target: np.ndarray, weight: np.ndarray) -> tuple[
 
 def _apart(profiles: sparse.csr_matrix, signs: np.ndarray) -> sparse.csr_matrix:
     """The profiles without the terms that both a liked and a disliked profile hold."""
+    from scipy import sparse
+
     side = np.repeat(signs, np.diff(profiles.indptr))
     held: dict[int, np.ndarray] = {}
     for value in (1, -1):
@@ -432,6 +439,8 @@ def _profiles(rows: sparse.csr_matrix, rarity: np.ndarray) -> sparse.csr_matrix:
     for every rated paper, so storing r*idf^2/|r*idf| ranks the rated papers without knowing
     the rarity of words the model never saw.
     """
+    from scipy import sparse
+
     count = rows.shape[0]
     if count == 0:
         return sparse.csr_matrix((0, N_FEATURES), dtype=np.float32)
@@ -456,6 +465,8 @@ class ModelSet:
     """Every model of a run stacked into one sparse matrix: all papers x all models at once."""
 
     def __init__(self, models: Mapping[str, WatchlistModel]) -> None:
+        from scipy import sparse
+
         self.names = list(models)
         self.models = dict(models)
         self.column = {name: i for i, name in enumerate(self.names)}
