@@ -254,3 +254,9 @@ def test_the_command_starts_without_the_libraries_only_some_runs_need():
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            check=True).stdout.strip()
     assert shown == "[]"
+    # A matcher for watchlists without ratings stacks no models, so loads no scipy.
+    code = ("import sys; from digest.ranking import ModelSet; ModelSet({}); "
+            "print('scipy.sparse' in sys.modules)")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True).stdout.strip()
+    assert shown == "False"

@@ -465,20 +465,21 @@ class ModelSet:
     """Every model of a run stacked into one sparse matrix: all papers x all models at once."""
 
     def __init__(self, models: Mapping[str, WatchlistModel]) -> None:
-        from scipy import sparse
-
         self.names = list(models)
         self.models = dict(models)
         self.column = {name: i for i, name in enumerate(self.names)}
+        self.intercepts = np.array([m.intercept for m in models.values()], dtype=np.float32)
+        self.weights: sparse.csr_matrix | None = None  # none to stack in a run without models
+        if not models:
+            return
+        from scipy import sparse
+
         sizes = [len(m.index) for m in models.values()]
         self.weights = sparse.csc_matrix(
-            (np.concatenate([m.weights for m in models.values()]) if sizes else
-             np.zeros(0, dtype=np.float32),
-             (np.concatenate([m.index for m in models.values()]) if sizes else
-              np.zeros(0, dtype=np.int32),
+            (np.concatenate([m.weights for m in models.values()]),
+             (np.concatenate([m.index for m in models.values()]),
               np.repeat(np.arange(len(sizes), dtype=np.int32), sizes))),
             shape=(N_FEATURES, len(sizes)), dtype=np.float32).tocsr()
-        self.intercepts = np.array([m.intercept for m in models.values()], dtype=np.float32)
 
     def __bool__(self) -> bool:
         return bool(self.names)
@@ -489,7 +490,7 @@ class ModelSet:
         What it makes of a paper also depends on the paper's nearest rated papers: see
         ``closest`` and ``WatchlistModel.say``.
         """
-        if not self.names or rows.shape[0] == 0:
+        if self.weights is None or rows.shape[0] == 0:
             return np.zeros((rows.shape[0], len(self.names)), dtype=np.float32)
         logits = rows.dot(self.weights).toarray() + self.intercepts
         return np.tanh(logits / 2).astype(np.float32)
