@@ -161,7 +161,8 @@ def _by_the_email_package(channel: EmailChannel, digest: Digest, subject: str, t
     {"to": tuple(f"reader-{n}@a-rather-long-department-name.example.org" for n in range(6)),
      "subject": "{watchlist} " + "long subject words " * 8},
     {"sender": '"Doe, Jane (Lab)" <jane@example.org>', "unsubscribe": ""},
-], ids=["plain", "non-ascii", "long", "quoted-name"])
+    {"subject": "=?utf-8?q?digest?= {watchlist}: {count}"},
+], ids=["plain", "non-ascii", "long", "quoted-name", "encoded-word"])
 def test_the_message_is_the_one_the_email_package_would_make(fields):
     """Composed by hand for speed, the message is byte for byte what the email package's
     objects and generator give, but for the random Message-ID and boundary."""
@@ -177,7 +178,19 @@ def test_the_message_is_the_one_the_email_package_would_make(fields):
         return re.sub(r"={15}\d+==", "BOUNDARY", message)
 
     assert fixed(raw) == fixed(expected)
-    assert email.message_from_string(raw, policy=default_policy)["Subject"] == subject
+    read = email.message_from_string(raw, policy=default_policy)["Subject"]
+    assert read == email.message_from_string(expected, policy=default_policy)["Subject"]
+    assert read == subject or "=?" in subject  # an encoded word is read as the package reads it
+
+
+def test_a_lone_carriage_return_ends_a_line_and_never_travels_bare():
+    """SMTP allows no bare CR; text holding one (an error message in a note) still makes a
+    message whose every line ends in CRLF, and reads back with the CR as a line break."""
+    made = replace(digest(), notes=("the source failed:\rread timed out",))
+    raw = EmailChannel(settings(), renderer=Renderer()).compose(made).payload["message"]
+    assert "\r" not in raw.replace("\r\n", "")
+    plain = email.message_from_string(raw, policy=default_policy).get_body(("plain",))
+    assert "the source failed:\nread timed out" in plain.get_content().replace("\r\n", "\n")
 
 
 def test_feed_text_never_breaks_a_header():

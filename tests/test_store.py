@@ -266,14 +266,20 @@ def test_kept_matches_of_papers_scored_again_are_replaced_and_new_papers_add_the
     store.keep_scores({
         "a": KeptScores("f", False, [match(papers[0], "a", 1.0), match(papers[1], "a", 2.0)],
                         first),
-        "b": KeptScores("f", False, [match(papers[2], "b", 3.0)], first)},
+        "b": KeptScores("f", False, [match(papers[2], "b", 3.0)], first),
+        "c": KeptScores("f", False, [match(papers[0], "c", 1.0)], first)},
         through=1, since=since, now=NOW)
     # The next run scores paper 1 (changed: it no longer matches a), paper 2 (changed:
     # a scores it higher) and paper 4 (new, matched by b).
     again = frozenset({papers[0].key, papers[1].key, papers[3].key})
+    # Watchlist c changed: scored over the whole window (a group of its own), it now
+    # matches paper 3 only.
+    whole = frozenset(p.key for p in papers)
     store.keep_scores({
         "a": KeptScores("f", False, [match(papers[1], "a", 5.0)], again),
-        "b": KeptScores("f", False, [match(papers[3], "b", 4.0)], again)},
+        "b": KeptScores("f", False, [match(papers[3], "b", 4.0)], again),
+        "c": KeptScores("g", True, [match(papers[2], "c", 2.0)], whole)},
         through=2, since=since, now=NOW)
     assert kept("a") == {papers[1].key: 5.0}
     assert kept("b") == {papers[2].key: 3.0, papers[3].key: 4.0}
+    assert kept("c") == {papers[2].key: 2.0}

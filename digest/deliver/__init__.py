@@ -33,9 +33,9 @@ class Channel(Protocol):
              on_part_sent: Callable[[int], None]) -> Mapping[str, tuple[bool, str]] | None:
         """Deliver; return the recipients refused while others accepted (email), if any.
 
-        ``on_part_sent(n)`` records that part ``n`` of a digest sent in several messages
-        was accepted, so that a run stopped midway resumes after it; a digest of one
-        message needs no such record, since it is marked sent when this returns."""
+        ``on_part_sent(n)`` records that part ``n`` was accepted, so that a run stopped
+        midway resumes after it. A channel that sends a digest as one message may leave it
+        out (email does): the digest is marked sent when this returns."""
 
     def close(self) -> None: ...
 

@@ -476,7 +476,9 @@ class Message:
 
 def _quoted(body: str) -> str:
     """A UTF-8 text body in quoted-printable, by binascii's C codec (the email package's
-    own encoder is pure Python), with CRLF line ends and a final line break."""
+    own encoder is pure Python), with CRLF line ends and a final line break. A lone CR
+    ends a line too, as it would in the package's generator: SMTP allows no bare CR."""
+    body = body.replace("\r\n", "\n").replace("\r", "\n")
     if not body.endswith("\n"):
         body += "\n"
     return binascii.b2a_qp(body.encode("utf-8"), istext=True).decode("ascii").replace(
@@ -486,7 +488,8 @@ def _quoted(body: str) -> str:
 def _header(name: str, value: str) -> str:
     """One header line, ending in CRLF. A short ASCII value is written as it is; any other
     is encoded and folded by the email package (RFC 2047 words, lines within 78)."""
-    if value.isascii() and value.isprintable() and len(name) + len(value) <= 76:
+    if value and value.isascii() and value.isprintable() and len(name) + len(value) <= 76 \
+            and "=?" not in value:  # what reads as an encoded word is the package's to judge
         return f"{name}: {value}\r\n"
     return SMTP_POLICY.fold(name, SMTP_POLICY.header_factory(name, value))
 
