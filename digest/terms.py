@@ -16,6 +16,7 @@ import bisect
 import itertools
 import re
 import sys
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache, lru_cache
@@ -95,25 +96,33 @@ def _import_inflect() -> Any:
     recompiles each one at import (jaraco/inflect#212): 1.4 s of every run's start, and a
     check on every call after it. The checks only refuse arguments of the wrong type, and
     this module passes inflect plain strings, so the decorator is made a pass-through for
-    the import and put back after it. A process that imported inflect already keeps it."""
-    if "inflect" in sys.modules:
-        return sys.modules["inflect"]
-    try:
-        import typeguard
-    except ImportError:  # an inflect that no longer uses typeguard
-        import inflect
+    the import and put back after it. A process that imported inflect already keeps it.
+    One thread at a time (``serve`` scores in its scheduler and its web app): a second
+    would wait for the module rather than find it half made, and could not take the
+    pass-through for the decorator it puts back."""
+    with _INFLECT_IMPORT:
+        if "inflect" in sys.modules:
+            import inflect
+            return inflect
+        try:
+            import typeguard
+        except ImportError:  # an inflect that no longer uses typeguard
+            import inflect
+            return inflect
+        instrument = typeguard.typechecked
+
+        def pass_through(target: Any = None, **_options: Any) -> Any:
+            return target if target is not None else (lambda function: function)
+
+        typeguard.typechecked = pass_through
+        try:
+            import inflect
+        finally:
+            typeguard.typechecked = instrument
         return inflect
-    instrument = typeguard.typechecked
 
-    def pass_through(target: Any = None, **_options: Any) -> Any:
-        return target if target is not None else (lambda function: function)
 
-    typeguard.typechecked = pass_through
-    try:
-        import inflect
-    finally:
-        typeguard.typechecked = instrument
-    return inflect
+_INFLECT_IMPORT = threading.Lock()
 
 
 # Forms found earlier, read back from the store, and those found in this process.

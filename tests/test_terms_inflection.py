@@ -321,3 +321,29 @@ for word in {words!r}:
     assert runs[0][1] == "False" and runs[1][1] == "True"  # instrumented only when checked
     assert runs[0][2:] == runs[1][2:]
     assert len(runs[0][2:]) == len(words)
+
+
+def test_threads_forming_words_at_once_get_inflect_whole_and_leave_typeguard_as_it_was():
+    """``serve`` can score in its scheduler and its web app at once: the first words of
+    both ask for inflect together. Each gets the module whole, and the decorator put
+    back is typeguard's own."""
+    code = """
+import sys, threading, typeguard
+before = typeguard.typechecked
+from digest import terms
+barrier, results, errors = threading.Barrier(6), [], []
+def form(word):
+    barrier.wait()
+    try:
+        results.append(sorted(terms._inflect(word)))
+    except Exception as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=form, args=(w,)) for w in
+           ["matrix", "analysis", "index", "mouse", "criterion", "radius"]]
+for t in threads: t.start()
+for t in threads: t.join()
+print(typeguard.typechecked is before, len(results), errors)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "True 6 []"
