@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -215,3 +216,13 @@ class Lines:
         while (line := self._queue.get(timeout=timeout)) is not None:
             self.lines.append(line)
         return self.lines[start:]
+
+
+def html_bytes(message: EmailMessage) -> int:
+    """The size of a received message's HTML part as it travelled (quoted-printable, CRLF
+    line ends): what Gmail measures, and what composing keeps under MAX_HTML_BYTES."""
+    part = message.get_body(("html",))
+    if part is None:
+        return 0
+    body = str(part.get_payload()).replace("\r\n", "\n")
+    return len(body.encode()) + body.count("\n")

@@ -14,9 +14,10 @@ from email.policy import default as default_policy
 from email.utils import format_datetime, make_msgid, parseaddr
 
 import pytest
+from conftest import html_bytes
 
 from digest.config import ChannelSettings, Secret
-from digest.deliver.email import MAX_HTML_BYTES, EmailChannel, EmailOptions, html_bytes
+from digest.deliver.email import MAX_HTML_BYTES, EmailChannel, EmailOptions
 from digest.errors import DeliveryError
 from digest.models import Digest, Match, Paper, Reason
 from digest.render import Renderer

@@ -17,12 +17,12 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES, Route, write_config
+from conftest import SAMPLES, Route, html_bytes, write_config
 from test_render import check_golden, sample_digest
 
 from digest.cli import main
 from digest.config import ChannelSettings, Secret, Settings, WebSettings
-from digest.deliver.email import MAX_HTML_BYTES, EmailChannel, EmailOptions, html_bytes
+from digest.deliver.email import MAX_HTML_BYTES, EmailChannel, EmailOptions
 from digest.deliver.slack import (
     SLACK_MAX_BLOCKS,
     SLACK_MAX_SECTION_CHARS,

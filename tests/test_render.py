@@ -17,9 +17,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from conftest import html_bytes
 
 from digest.config import ChannelSettings
-from digest.deliver.email import MAX_HTML_BYTES, EmailChannel, EmailOptions, html_bytes
+from digest.deliver.email import MAX_HTML_BYTES, EmailChannel, EmailOptions
 from digest.deliver.slack import (
     SLACK_MAX_BLOCKS,
     SLACK_MAX_SECTION_CHARS,

@@ -507,16 +507,6 @@ def _envelope_sender(sender: str) -> str:
     return Address(addr_spec=parseaddr(sender)[1]).addr_spec
 
 
-def html_bytes(message: EmailMessage) -> int:
-    """The size of a received message's HTML part as it travelled: what ``Message.html_bytes``
-    counts when composing, measured here on the message as parsed."""
-    part = message.get_body(("html",))
-    if part is None:
-        return 0
-    body = str(part.get_payload()).replace("\r\n", "\n")
-    return len(body.encode()) + body.count("\n")
-
-
 def _is_permanent(exc: BaseException) -> bool:
     """5xx replies will not change by trying again; everything else might."""
     if isinstance(exc, smtplib.SMTPRecipientsRefused):

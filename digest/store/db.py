@@ -1249,25 +1249,22 @@ class Store:
 
     def papers(self, keys: Iterable[str]) -> dict[str, Paper]:
         """Stored papers by key; keys the store does not hold are absent."""
-        wanted = list(dict.fromkeys(keys))
-        out: dict[str, Paper] = {}
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            for row in self.db.query(f"SELECT * FROM papers WHERE key IN ({marks})", chunk):
-                out[row["key"]] = _paper_from_row(row)
-        return out
+        return {row["key"]: _paper_from_row(row) for row in self._papers_by_key("*", keys)}
 
     def upvotes(self, keys: Iterable[str]) -> dict[str, int | None]:
         """Each stored paper's upvotes, by key, without reading the rest of it."""
+        return {row["key"]: row["upvotes"]
+                for row in self._papers_by_key("key, upvotes", keys)}
+
+    def _papers_by_key(self, columns: str, keys: Iterable[str]) -> Iterator[dict[str, Any]]:
+        """These columns of the stored papers with these keys, CHUNK keys a query (under
+        SQLite's limit on the values of one statement)."""
         wanted = list(dict.fromkeys(keys))
-        out: dict[str, int | None] = {}
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start:start + 500]
+        for start in range(0, len(wanted), CHUNK):
+            chunk = wanted[start:start + CHUNK]
             marks = ",".join("?" * len(chunk))
-            out.update(self.db.execute(
-                f"SELECT key, upvotes FROM papers WHERE key IN ({marks})", chunk).fetchall())
-        return out
+            yield from self.db.query(f"SELECT {columns} FROM papers WHERE key IN ({marks})",
+                                     chunk)
 
     def keys_by_doi(self, dois: Iterable[str]) -> dict[str, str]:
         """Keys of the stored papers that carry these DOIs, by normalised DOI.
