@@ -221,7 +221,9 @@ def address(value: str) -> str | None:
         parsed = _HEADERS("to", value)
         header = cast(AddressHeader, parsed)  # the registry makes "to" an address header
         addresses, groups, defects = header.addresses, header.groups, parsed.defects
-    except (HeaderParseError, IndexError, ValueError, TypeError):  # the parser's own slips
+    # The parser's own slips: a name starting with a dot (".Jane <jane@example.org>") or a
+    # group left open ("a:b;c") end in AttributeError deep inside it, not a parse error.
+    except (HeaderParseError, IndexError, ValueError, TypeError, AttributeError):
         return f"'{value}' is not an email address like name@example.org"
     if len(addresses) > 1:
         return f"'{value}' holds {len(addresses)} addresses; write one address per entry"

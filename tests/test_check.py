@@ -240,6 +240,15 @@ def test_a_webhook_url_with_a_bad_port_is_refused_without_showing_it():
                      'from = "Paper Digest <digest@example.org"', "channels.mail.from",
                      "'Paper Digest <digest@example.org' is not an email address like "
                      "name@example.org", id="from-unclosed"),
+        # Inputs on which the email package's parser itself fails with AttributeError.
+        pytest.param('from = "Paper Digest <digest@example.org>"',
+                     'from = ".Paper Digest <digest@example.org>"', "channels.mail.from",
+                     "'.Paper Digest <digest@example.org>' is not an email address like "
+                     "name@example.org", id="name-starting-with-a-dot"),
+        pytest.param('to = ["team@example.org"]', 'to = ["team:a@example.org;b"]',
+                     "channels.mail.to[0]",
+                     "'team:a@example.org;b' is not an email address like name@example.org",
+                     id="group-left-open"),
     ],
 )
 def test_email_channels_refuse_empty_or_malformed_addresses(old, new, key, reason):
