@@ -17,7 +17,7 @@ import pytest
 from conftest import html_bytes
 
 from digest.config import ChannelSettings, Secret
-from digest.deliver.email import MAX_HTML_BYTES, EmailChannel, EmailOptions
+from digest.deliver.email import MAX_HTML_BYTES, EmailChannel, EmailOptions, _address_header
 from digest.errors import DeliveryError
 from digest.models import Digest, Match, Paper, Reason
 from digest.render import Renderer
@@ -182,6 +182,26 @@ def test_the_message_is_the_one_the_email_package_would_make(fields):
     read = email.message_from_string(raw, policy=default_policy)["Subject"]
     assert read == email.message_from_string(expected, policy=default_policy)["Subject"]
     assert read == subject or "=?" in subject  # an encoded word is read as the package reads it
+
+
+@pytest.mark.parametrize("value", [
+    "team@example.org",
+    "Paper Digest <digest@example.org>",
+    "J. Doe <j@example.org>, ops@localhost",
+    '"Doe, Jane (Lab)" <jane@example.org>',
+    "jane@example.org (Jane Doe)",
+    "o'neil+digest@example.org",
+    '"Jane \\"JD\\" Doe" <jane@example.org>',  # a backslash the quoted name needs
+    '"Ana \\Lima" <ana@example.org>',  # one it does not: the package drops it
+    "Équipe Veille <veille@exemple.fr>",
+    ", ".join(f"reader-{n}@a-rather-long-department-name.example.org" for n in range(3)),
+])
+def test_address_lines_are_the_email_package_s(value):
+    """From and To are written as the email package writes them, whether or not the value
+    takes the short path."""
+    for name in ("From", "To"):
+        expected = SMTP_POLICY.fold(name, SMTP_POLICY.header_factory(name, value))
+        assert _address_header(name, value) == expected
 
 
 def test_a_lone_carriage_return_ends_a_line_and_never_travels_bare():

@@ -496,9 +496,11 @@ def _header(name: str, value: str) -> str:
 
 @lru_cache(maxsize=1 << 12)
 def _address_header(name: str, value: str) -> str:
-    """A From or To line, made by the email package, which may quote or encode a display
-    name; many channels share a sender."""
-    return SMTP_POLICY.fold(name, SMTP_POLICY.header_factory(name, value))
+    """A From or To line. The email package writes a short ASCII list of addresses as it
+    is, as _header does, but for a backslash, which it drops where a quoted name does not
+    need it; that and any other value go to the package, which may quote or encode."""
+    return _header(name, value) if "\\" not in value else SMTP_POLICY.fold(
+        name, SMTP_POLICY.header_factory(name, value))
 
 
 @lru_cache(maxsize=1 << 10)
