@@ -8,6 +8,7 @@ stylesheet is inlined here too (css-inline), since many mail clients drop <style
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -290,6 +291,7 @@ class Renderer:
             keep_trailing_newline=True,
         )
 
+        self._stylesheets: dict[str, tuple[Markup, Callable[[], bool]]] = {}
         # Abstracts are wrapped the same way in every digest they appear in: wrap each once.
         self.env.filters["wordwrap"] = _cached_wordwrap
 
@@ -300,10 +302,15 @@ class Renderer:
         """A stylesheet from the templates folder, minified: what stays in <style> after
         inlining (the @media rules) then sits before the charset declaration's 1024-byte
         horizon and weighs little."""
+        known = self._stylesheets.get(name)
+        if known is not None and known[1]():  # the file is unchanged since it was read
+            return known[0]
         loader = self.env.loader
         assert loader is not None
-        source = loader.get_source(self.env, name)[0]
-        return Markup(minify_css(source))
+        source, _, unchanged = loader.get_source(self.env, name)
+        sheet = Markup(minify_css(source))
+        self._stylesheets[name] = (sheet, unchanged or (lambda: False))
+        return sheet
 
     def email(self, digest: Digest, *, subject: str) -> tuple[str, str]:
         """(plain text, HTML) bodies of the digest email, or of a heartbeat."""

@@ -528,3 +528,20 @@ def test_real_hugging_face_papers_show_their_code_project_and_summary(real):
     assert html.count("<b>Summary (Hugging Face AI):</b>") == 30
     assert text.count("Summary (Hugging Face AI):") == 30
     assert html_bytes(message) <= MAX_HTML_BYTES
+
+
+def test_the_stylesheet_is_read_once_and_again_when_its_file_changes(tmp_path):
+    """Every digest email carries the stylesheet: it is read from the templates folder
+    once, and read again when the file was edited (a long-running 'serve' picks it up)."""
+    (tmp_path / "email").mkdir()
+    sheet = tmp_path / "email" / "digest.css"
+    sheet.write_text("h1 { color: red; }\n", encoding="utf-8")
+    renderer = Renderer(tmp_path)
+    first = renderer.stylesheet("email/digest.css")
+    assert first == "h1{color:red}"
+    assert renderer.stylesheet("email/digest.css") is first  # not read again
+
+    sheet.write_text("h1 { color: blue; }\n", encoding="utf-8")
+    later = sheet.stat().st_mtime + 5
+    os.utime(sheet, (later, later))
+    assert renderer.stylesheet("email/digest.css") == "h1{color:blue}"
