@@ -30,6 +30,7 @@ from digest.options import (
     env_name,
     in_range,
     join_path,
+    local_path,
     one_of,
     source_url,
     type_name,
@@ -351,7 +352,8 @@ def _read_store(reader: OptionReader, raw: Any) -> StoreSettings:
     table = reader.table(raw, "store")
     reader.known_keys(table, STORE_KEYS, "store")
     d = StoreSettings()
-    path = reader.value(table, "path", "store", str, default=str(d.path))
+    path = reader.value(table, "path", "store", str, default=str(d.path),
+                        check=local_path)
     lookback_days = reader.value(table, "lookback_days", "store", int, d.lookback_days,
                                  in_range(1, 3650))
     keep_days = reader.value(table, "keep_days", "store", int, d.keep_days,

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from email.errors import HeaderParseError
 from email.headerregistry import AddressHeader, HeaderRegistry
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar, cast
 from urllib.parse import SplitResult, urlsplit
 
@@ -230,6 +231,19 @@ def address(value: str) -> str | None:
     if (defects or not addresses or not addresses[0].username or not addresses[0].domain
             or any(group.display_name for group in groups)):
         return f"'{value}' is not an email address like name@example.org"
+    return None
+
+
+def local_path(value: str) -> str | None:
+    """A file or folder path: not empty, no NUL, and a leading "~name" names a user this
+    machine knows (Path.expanduser cannot expand it otherwise)."""
+    if not value.strip() or "\x00" in value:
+        return "must be a path, like ~/paper-digest/digest.db"
+    try:
+        Path(value).expanduser()
+    except RuntimeError:
+        home = value.split("/", 1)[0]
+        return f"'{home}' names no user's home folder on this machine"
     return None
 
 

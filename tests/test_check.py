@@ -263,6 +263,27 @@ def test_display_names_and_plain_addresses_pass():
     assert len(channel.options.to) == 3
 
 
+# ------------------------------------------------------------------ paths
+
+
+@pytest.mark.parametrize(("old", "new", "key"), [
+    ("version = 1", 'version = 1\n[store]\npath = "~no-such-user-here/digest.db"', "store.path"),
+    ('to = ["team@example.org"]', 'to = ["team@example.org"]\nca_file = "~no-such-user-here/ca.pem"',
+     "channels.mail.ca_file"),
+    ('kind = "email"', 'kind = "feed_files"\ndirectory = "~no-such-user-here/feeds"\n'
+                       "[channels.other]\nkind = \"email\"", "channels.mail.directory"),
+], ids=["store", "ca_file", "feed_files"])
+def test_a_home_folder_of_no_known_user_is_a_problem_not_a_traceback(old, new, key):
+    """'~name/...' expands to that user's home; with no such user, Path.expanduser raises."""
+    found = problems_of(edited(old, new))
+    assert (key, "'~no-such-user-here' names no user's home folder on this machine") in found
+
+
+def test_an_empty_store_path_is_a_problem():
+    found = problems_of(edited("version = 1", 'version = 1\n[store]\npath = ""'))
+    assert ("store.path", "must be a path, like ~/paper-digest/digest.db") in found
+
+
 # ------------------------------------------------------------------ check: all at once
 
 

@@ -85,7 +85,7 @@ class EmailOptions(opt.KindOptions):
         for key in ("from", "to"):
             if key not in table:
                 reader.problem(f"{path}.{key}", "is required for kind email")
-        ca_file = reader.value(table, "ca_file", path, str, None)
+        ca_file = reader.value(table, "ca_file", path, str, None, opt.local_path)
         return cls(
             smtp_host=reader.value(table, "smtp_host", path, str, d.smtp_host, _smtp_host),
             smtp_port=reader.value(table, "smtp_port", path, int, d.smtp_port,

@@ -136,7 +136,9 @@ def _base_url(value: str) -> str | None:
 
 
 def _directory(value: str) -> str | None:
-    return None if value.strip() and "\x00" not in value else "must be a folder's path"
+    if not value.strip() or "\x00" in value:
+        return "must be a folder's path"
+    return opt.local_path(value)
 
 
 @dataclass(frozen=True)
