@@ -8,7 +8,7 @@ from digest.errors import LockedError
 from digest.models import Digest, Match, Paper, Reason
 from digest.sources.base import SourceState
 from digest.store import Store
-from digest.store.db import KeptScores
+from digest.store.db import Candidates, KeptScores
 from digest.store.schema import MIGRATIONS
 
 NOW = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)
@@ -283,3 +283,22 @@ def test_kept_matches_of_papers_scored_again_are_replaced_and_new_papers_add_the
     assert kept("a") == {papers[1].key: 5.0}
     assert kept("b") == {papers[2].key: 3.0, papers[3].key: 4.0}
     assert kept("c") == {papers[2].key: 2.0}
+
+
+def test_candidates_hold_what_each_channel_had_in_any_order():
+    """What a channel had is kept as sorted paper numbers: whatever order the rows and the
+    queued papers come in, repeated or not, each is had once and the rest stay open."""
+    listed = [f"arxiv:2611.{i}" for i in range(20)]
+    had = [("mail", listed[9]), ("mail", listed[2]), ("slack", listed[9]),
+           ("mail", listed[9]), ("mail", "arxiv:2501.1")]  # the last: listed by no source
+    candidates = Candidates(listed, had)
+    assert candidates.for_channel("mail") == set(listed) - {listed[2], listed[9]}
+    assert candidates.for_channel("slack") == set(listed) - {listed[9]}
+    assert candidates.for_channel("new") == set(listed)
+    assert not candidates.open("mail", "arxiv:2501.1")  # never open: not listed
+    candidates.queued("mail", [listed[19], listed[0], listed[5], listed[5], listed[2]])
+    candidates.queued("new", [listed[3]])
+    assert candidates.for_channel("mail") == set(listed) - {listed[i] for i in (0, 2, 5, 9, 19)}
+    assert candidates.for_channel("new") == set(listed) - {listed[3]}
+    assert [candidates.open("mail", key) for key in listed] == [
+        i not in (0, 2, 5, 9, 19) for i in range(20)]
