@@ -6,7 +6,6 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Mapping
-from email.errors import HeaderParseError
 from email.headerregistry import AddressHeader, HeaderRegistry
 from functools import lru_cache
 from pathlib import Path
@@ -222,9 +221,11 @@ def address(value: str) -> str | None:
         parsed = _HEADERS("to", value)
         header = cast(AddressHeader, parsed)  # the registry makes "to" an address header
         addresses, groups, defects = header.addresses, header.groups, parsed.defects
-    # The parser's own slips: a name starting with a dot (".Jane <jane@example.org>") or a
-    # group left open ("a:b;c") end in AttributeError deep inside it, not a parse error.
-    except (HeaderParseError, IndexError, ValueError, TypeError, AttributeError):
+    # Beside its parse errors, the parser slips on some inputs with whatever Python raised
+    # deep inside it: AttributeError for a name starting with a dot (".Jane <j@x.org>") or
+    # a group left open ("a:b;c"), UnboundLocalError for "a@[ ". Whatever it raises, the
+    # value is not an address.
+    except Exception:
         return f"'{value}' is not an email address like name@example.org"
     if len(addresses) > 1:
         return f"'{value}' holds {len(addresses)} addresses; write one address per entry"

@@ -249,6 +249,9 @@ def test_a_webhook_url_with_a_bad_port_is_refused_without_showing_it():
                      "channels.mail.to[0]",
                      "'team:a@example.org;b' is not an email address like name@example.org",
                      id="group-left-open"),
+        pytest.param('to = ["team@example.org"]', 'to = ["a@[ "]', "channels.mail.to[0]",
+                     "'a@[ ' is not an email address like name@example.org",
+                     id="domain-literal-left-open"),
     ],
 )
 def test_email_channels_refuse_empty_or_malformed_addresses(old, new, key, reason):
@@ -268,8 +271,8 @@ def test_display_names_and_plain_addresses_pass():
 
 @pytest.mark.parametrize(("old", "new", "key"), [
     ("version = 1", 'version = 1\n[store]\npath = "~no-such-user-here/digest.db"', "store.path"),
-    ('to = ["team@example.org"]', 'to = ["team@example.org"]\nca_file = "~no-such-user-here/ca.pem"',
-     "channels.mail.ca_file"),
+    ('to = ["team@example.org"]',
+     'to = ["team@example.org"]\nca_file = "~no-such-user-here/ca.pem"', "channels.mail.ca_file"),
     ('kind = "email"', 'kind = "feed_files"\ndirectory = "~no-such-user-here/feeds"\n'
                        "[channels.other]\nkind = \"email\"", "channels.mail.directory"),
 ], ids=["store", "ca_file", "feed_files"])
@@ -277,6 +280,12 @@ def test_a_home_folder_of_no_known_user_is_a_problem_not_a_traceback(old, new, k
     """'~name/...' expands to that user's home; with no such user, Path.expanduser raises."""
     found = problems_of(edited(old, new))
     assert (key, "'~no-such-user-here' names no user's home folder on this machine") in found
+
+
+def test_an_empty_ca_file_means_none():
+    text = edited('to = ["team@example.org"]', 'to = ["team@example.org"]\nca_file = ""')
+    channel = parse_settings(text, path=Path("x.toml"), env={}).channels["mail"]
+    assert channel.options.ca_file is None
 
 
 def test_an_empty_store_path_is_a_problem():

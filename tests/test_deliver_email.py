@@ -187,7 +187,10 @@ def test_the_message_is_the_one_the_email_package_would_make(fields):
 @pytest.mark.parametrize("value", [
     "team@example.org",
     "Paper Digest <digest@example.org>",
-    "J. Doe <j@example.org>, ops@localhost",
+    "Jane Doe <j@example.org>, ops@localhost",
+    # around the 78-column line: "From: " and 72 characters fit, 73 do not; "To: " and 74
+    *("Paper Digest <" + "d" * (size - len("Paper Digest <@example.org>")) + "@example.org>"
+      for size in (72, 73, 74, 75)),
     '"Doe, Jane (Lab)" <jane@example.org>',
     "jane@example.org (Jane Doe)",
     "o'neil+digest@example.org",

@@ -85,7 +85,7 @@ class EmailOptions(opt.KindOptions):
         for key in ("from", "to"):
             if key not in table:
                 reader.problem(f"{path}.{key}", "is required for kind email")
-        ca_file = reader.value(table, "ca_file", path, str, None, opt.local_path)
+        ca_file = reader.value(table, "ca_file", path, str, None, _ca_file)
         return cls(
             smtp_host=reader.value(table, "smtp_host", path, str, d.smtp_host, _smtp_host),
             smtp_port=reader.value(table, "smtp_port", path, int, d.smtp_port,
@@ -125,6 +125,10 @@ def _read_recipients(reader: opt.OptionReader, table: Mapping[str, Any], path: s
         reader.problem(f"{path}.to", "list at least one recipient, like "
                                      '["ml-team@example.org"]')
     return to
+
+
+def _ca_file(value: str) -> str | None:
+    return opt.local_path(value) if value else None  # empty: no private CA, as unset
 
 
 def _smtp_host(value: str) -> str | None:
