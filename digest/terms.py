@@ -17,6 +17,7 @@ import itertools
 import re
 import sys
 import threading
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache, lru_cache
@@ -187,13 +188,17 @@ def _fold_token(token: str) -> str:
 
 
 _TOKEN = re.compile(r"[^\W_]+|[^\w\s\-\u2010\u2011\u2012\u2013\u2014/]")
+_NO_OFFSETS: array[int] = array("I")
 
 
 class NormalText:
     """A text in the normal form: its words folded, a space on each side of every word, and
     a mark where punctuation stood. ``text`` is what terms are matched in; a whole word is
     simply ``' word '``. Word ``i`` of ``text`` is token ``i`` of the raw text, so a match
-    maps back to the raw characters it covers."""
+    maps back to the raw characters it covers.
+
+    Word offsets are kept as arrays of 4-byte numbers: texts are cached by the thousand
+    for highlighting, and as lists of ints their offsets took most of that memory."""
 
     __slots__ = ("raw", "words", "text", "_starts", "_raw_starts", "_raw_ends", "_definitions")
 
@@ -201,9 +206,9 @@ class NormalText:
         self.raw = raw
         self.words = list(map(_fold_token, _TOKEN.findall(raw)))
         self.text = " " + " ".join(self.words) + " "
-        self._starts: list[int] | None = None
-        self._raw_starts: list[int] | None = None
-        self._raw_ends: list[int] = []
+        self._starts: array[int] | None = None
+        self._raw_starts: array[int] | None = None
+        self._raw_ends: array[int] = _NO_OFFSETS
         self._definitions: dict[str, list[tuple[int, int]]] | None = None
 
     def readings(self, vocabulary: Vocabulary | None = None) -> list[Reading]:
@@ -224,7 +229,7 @@ class NormalText:
     def word_at(self, offset: int) -> int:
         """The index of the word at ``offset`` of ``text`` (or of the word before a space)."""
         if self._starts is None:
-            self._starts = list(itertools.accumulate(
+            self._starts = array("I", itertools.accumulate(
                 (len(word) + 1 for word in self.words[:-1]), initial=1))
         return bisect.bisect_right(self._starts, offset) - 1
 
@@ -234,11 +239,11 @@ class NormalText:
         assert self._starts is not None
         return self._starts[first], self._starts[last] + len(self.words[last]) - 1
 
-    def _raw_spans(self) -> tuple[list[int], list[int]]:
+    def _raw_spans(self) -> tuple[array[int], array[int]]:
         if self._raw_starts is None:
-            spans = [m.span() for m in _TOKEN.finditer(self.raw)]
-            self._raw_starts = [s for s, _ in spans]
-            self._raw_ends = [e for _, e in spans]
+            bounds = array("I", itertools.chain.from_iterable(
+                m.span() for m in _TOKEN.finditer(self.raw)))
+            self._raw_starts, self._raw_ends = bounds[0::2], bounds[1::2]
         return self._raw_starts, self._raw_ends
 
     def words_of_raw(self, start: int, end: int) -> tuple[int, int] | None:
