@@ -15,6 +15,8 @@ from __future__ import annotations
 import bisect
 import itertools
 import re
+import re._constants as _sre  # the opcodes of a parsed regex
+import re._parser as _sre_parse
 import sys
 import threading
 from array import array
@@ -620,6 +622,37 @@ def _joinings(tokens: tuple[str, ...]) -> list[str]:
     return out
 
 
+# A repeat of at most this many times is cheap however it nests.
+_SMALL_REPEAT = 16
+
+
+def _nested_repeat(items: Any, inside: bool = False) -> bool:
+    """Whether a regex's parse tree holds a repeat inside another, both able to run long
+    (backtracking through every way to split a text between them takes exponential time,
+    and the matching cannot be interrupted). A possessive repeat or an atomic group gives
+    nothing back, so it is safe wherever it is."""
+    for op, value in items:
+        if op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT):
+            low, high, body = value
+            long = high == _sre.MAXREPEAT or high > _SMALL_REPEAT
+            if (long and inside) or _nested_repeat(body, inside or long):
+                return True
+        elif op is _sre.SUBPATTERN:
+            if _nested_repeat(value[-1], inside):
+                return True
+        elif op is _sre.BRANCH:
+            if any(_nested_repeat(branch, inside) for branch in value[1]):
+                return True
+        elif op in (_sre.ASSERT, _sre.ASSERT_NOT):
+            if _nested_repeat(value[1], inside):
+                return True
+        elif op is _sre.GROUPREF_EXISTS:
+            if any(branch is not None and _nested_repeat(branch, inside)
+                   for branch in value[1:]):
+                return True
+    return False
+
+
 def parse_term(text: str) -> Term:
     """Parse one term; raise TermError with the reason when it cannot be used."""
     raw = text.strip()
@@ -641,6 +674,11 @@ def parse_term(text: str) -> Term:
             re.compile(pattern, re.IGNORECASE)
         except re.error as exc:
             raise TermError(f"invalid regex /{pattern}/: {exc}") from exc
+        if _nested_repeat(_sre_parse.parse(pattern, re.IGNORECASE)):
+            raise TermError(
+                f"regex /{pattern}/ repeats a group that itself repeats, as (\\w+\\s?)+ does: "
+                "on a text it does not match, that may take hours and stall the run; make "
+                "the inner repeat possessive, as in (\\w++\\s?)+, or drop the outer one")
         return Term(text=text.strip(), field=field, kind="regex", regex=pattern)
     kind = "phrase"
     if raw.endswith("*"):

@@ -11,7 +11,7 @@ from digest.config import AuthorRule, Keyword, WatchlistSettings
 from digest.models import Paper
 from digest.scoring import Matcher, highlight_spans, normalise_name, rank
 from digest.similarity import SimilarityIndex
-from digest.terms import NormalText, parse_query, parse_term
+from digest.terms import NormalText, TermError, parse_query, parse_term
 
 NOW = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)
 
@@ -460,3 +460,30 @@ to = ["reader@example.org"]
     block = text[text.index("LoRA-Flow"):]
     why = next(line for line in block.splitlines() if "Why:" in line)
     assert '"LoRA" in' in why and "author Sinong Wang" in why
+
+
+@pytest.mark.parametrize("term", [r"/(\w+\s?)+transformer/", r"/(a|b+)*c/", r"/((a+))*/",
+                                  r"/(\w{1,40} ){1,40}x/", r"/(?=(a+)+)b/"])
+def test_a_regex_with_a_repeat_inside_a_repeat_is_refused(term):
+    """Python's regex engine cannot be interrupted, and (\\w+\\s?)+transformer takes seconds
+    on an 8-word text without "transformer", eight times longer for each word more: such a
+    term would stall a run on the first abstract. It is refused when the config is read,
+    with the way out."""
+    with pytest.raises(TermError, match=r"possessive, as in \(\\w\+\+\\s\?\)\+"):
+        parse_term(term)
+
+
+@pytest.mark.parametrize("term", [r"/kv[- ]?cache/", r"/(large )+language model/",
+                                  r"/(\w++\s?)+transformer/", r"/(?>\w+\s?)+transformer/",
+                                  r"/llama-?[23]/", r"/(ab{1,3})+/"])
+def test_regexes_without_such_nesting_pass(term):
+    assert parse_term(term).kind == "regex"
+
+
+def test_the_possessive_way_out_runs_in_no_time():
+    """What the refusal suggests matches the same texts without backtracking: an abstract
+    of 2,000 words that lacks the word is read at once."""
+    text = NormalText(" ".join(["word"] * 2000))
+    term = parse_term(r"/(\w++\s?)+transformer/")
+    assert not term.spans(text)
+    assert term.spans(NormalText("a sparse transformer")) != []
