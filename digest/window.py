@@ -13,7 +13,7 @@ watchlist is with ``incremental=False``.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -133,20 +133,29 @@ def _add(into: dict[str, list[Match]], scored: dict[str, list[Match]],
 
 class PaperReader:
     """The whole papers of the matches a digest takes, read from the store as digests need
-    them, the latest few thousand remembered (a paper is often in many digests)."""
+    them; the ``keep`` used most recently are remembered (a paper is often in many
+    digests). Remembering more than a day's papers only grows with the window."""
 
-    def __init__(self, store: Store, keep: int = 4096) -> None:
+    def __init__(self, store: Store, keep: int = 2048) -> None:
         self.store, self.keep = store, keep
-        self.papers: dict[str, Paper] = {}
+        self.papers: OrderedDict[str, Paper] = OrderedDict()
 
     def __call__(self, matches: Iterable[Match]) -> list[Match]:
         matches = list(matches)
         missing = {m.paper.key for m in matches if m.paper.key not in self.papers}
         if missing:
-            if len(self.papers) + len(missing) > self.keep:
-                self.papers.clear()
             self.papers.update(self.store.papers(missing))
-        return [replace(m, paper=self.papers.get(m.paper.key, m.paper)) for m in matches]
+        out = []
+        for m in matches:
+            paper = self.papers.get(m.paper.key)
+            if paper is None:  # no longer stored: the stand-in stays
+                out.append(m)
+                continue
+            self.papers.move_to_end(m.paper.key)
+            out.append(replace(m, paper=paper))
+        while len(self.papers) > self.keep:
+            self.papers.popitem(last=False)
+        return out
 
 
 def _count(names: Iterable[str], noun: str) -> str:

@@ -10,6 +10,7 @@ from digest.sources.base import SourceState
 from digest.store import Store
 from digest.store.db import Candidates, KeptScores
 from digest.store.schema import MIGRATIONS
+from digest.window import PaperReader
 
 NOW = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)
 
@@ -302,3 +303,28 @@ def test_candidates_hold_what_each_channel_had_in_any_order():
     assert candidates.for_channel("new") == set(listed) - {listed[3]}
     assert [candidates.open("mail", key) for key in listed] == [
         i not in (0, 2, 5, 9, 19) for i in range(20)]
+
+
+def test_the_paper_reader_keeps_the_papers_used_last(store, monkeypatch):
+    """Digests read their matches' whole papers through one reader: a paper read for one
+    digest is not read again for the next, and only the most recently used are kept."""
+    store.record_batch("arxiv", [paper(f"2611.{i}", title=f"Title {i}") for i in range(6)],
+                       SourceState(), NOW)
+    asked: list[set[str]] = []
+    real = store.papers
+    monkeypatch.setattr(store, "papers", lambda keys: asked.append(set(keys)) or real(keys))
+    reader = PaperReader(store, keep=3)
+
+    def stand_ins(*numbers: int) -> list[Match]:
+        return [Match(paper=Paper(key=f"arxiv:2611.{n}", title="", url=""), watchlist="w",
+                      score=1.0, reasons=()) for n in numbers]
+
+    assert [m.paper.title for m in reader(stand_ins(0, 1))] == ["Title 0", "Title 1"]
+    assert [m.paper.title for m in reader(stand_ins(1, 2))] == ["Title 1", "Title 2"]
+    reader(stand_ins(0))  # used again: now the latest, and 1 the oldest
+    reader(stand_ins(3))  # four papers: the oldest used, 1, is let go
+    assert list(reader.papers) == ["arxiv:2611.2", "arxiv:2611.0", "arxiv:2611.3"]
+    reader(stand_ins(1, 0, 9))  # 9: not stored, its stand-in stays
+    assert asked == [{"arxiv:2611.0", "arxiv:2611.1"}, {"arxiv:2611.2"}, {"arxiv:2611.3"},
+                     {"arxiv:2611.1", "arxiv:2611.9"}]
+    assert [m.paper.title for m in reader(stand_ins(0, 9))] == ["Title 0", ""]
