@@ -328,3 +328,39 @@ def test_the_paper_reader_keeps_the_papers_used_last(store, monkeypatch):
     assert asked == [{"arxiv:2611.0", "arxiv:2611.1"}, {"arxiv:2611.2"}, {"arxiv:2611.3"},
                      {"arxiv:2611.1", "arxiv:2611.9"}]
     assert [m.paper.title for m in reader(stand_ins(0, 9))] == ["Title 0", ""]
+
+
+def test_candidates_read_from_the_windows_papers_not_every_delivery(store):
+    """A year of 1,000 channels is millions of deliveries: what each channel had is looked
+    up from the window's papers (by index), never by reading every delivery, queued paper
+    or settled paper the store holds."""
+    statements: list[str] = []
+    store.db.conn.set_trace_callback(statements.append)
+    try:
+        store.candidates(NOW - timedelta(days=7))
+    finally:
+        store.db.conn.set_trace_callback(None)
+    [had] = [s for s in statements if "deliveries" in s and s.lstrip().startswith("SELECT")]
+    plan = [row[3] for row in store.db.execute("EXPLAIN QUERY PLAN " + had)]
+    assert not [step for step in plan if step.startswith("SCAN")], plan
+    assert plan.count("SEARCH p USING INDEX papers_first_seen (first_seen>?)") == 3, plan
+    assert any("deliveries_by_paper" in step for step in plan), plan
+    assert any("settled_by_paper" in step for step in plan), plan
+
+
+def test_every_foreign_key_has_an_index_to_look_it_up(store):
+    """Deleting a digest or a paper (pruning) has SQLite look up the rows that refer to it,
+    once per row deleted; without an index led by the referring column, each look-up reads
+    the whole table: on a year of 1,000 channels, a quarter of a second a digest."""
+    db = store.db.conn
+    tables = [row[0] for row in db.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+    missing = []
+    for table in tables:
+        leading = {db.execute(f"PRAGMA index_info('{index[1]}')").fetchone()[2]
+                   for index in db.execute(f"PRAGMA index_list('{table}')")}
+        primary = [row for row in db.execute(f"PRAGMA table_info('{table}')") if row[5] == 1]
+        leading |= {row[1] for row in primary}
+        missing += [f"{table}.{key[3]}" for key in db.execute(
+            f"PRAGMA foreign_key_list('{table}')") if key[3] not in leading]
+    assert missing == []

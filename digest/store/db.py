@@ -849,17 +849,19 @@ class Store:
             """SELECT p.key FROM papers p WHERE p.first_seen >= ?
                  AND EXISTS (SELECT 1 FROM sightings s WHERE s.paper_key = p.key)""",
             [stamp]))
+        # From the window's papers to what was done with them (CROSS JOIN keeps that
+        # order): the cost follows the window, not every delivery the store ever made.
         had = self.db.execute(
-            """SELECT d.channel, d.paper_key FROM deliveries d
-                 JOIN papers p ON p.key = d.paper_key WHERE p.first_seen >= ?
+            """SELECT d.channel, d.paper_key FROM papers p CROSS JOIN deliveries d
+                WHERE p.first_seen >= ? AND d.paper_key = p.key
                UNION ALL
-               SELECT g.channel, dp.paper_key FROM digest_papers dp
-                 JOIN digests g ON g.id = dp.digest_id
-                 JOIN papers p ON p.key = dp.paper_key
-                WHERE p.first_seen >= ? AND g.status != 'sent' AND g.dropped_at IS NULL
+               SELECT g.channel, dp.paper_key
+                 FROM papers p CROSS JOIN digest_papers dp CROSS JOIN digests g
+                WHERE p.first_seen >= ? AND dp.paper_key = p.key AND g.id = dp.digest_id
+                  AND g.status != 'sent' AND g.dropped_at IS NULL
                UNION ALL
-               SELECT s.channel, s.paper_key FROM settled_papers s
-                 JOIN papers p ON p.key = s.paper_key WHERE p.first_seen >= ?""",
+               SELECT s.channel, s.paper_key FROM papers p CROSS JOIN settled_papers s
+                WHERE p.first_seen >= ? AND s.paper_key = p.key""",
             [stamp, stamp, stamp])
         return Candidates(listed, had)
 
