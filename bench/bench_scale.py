@@ -17,6 +17,10 @@ Scenarios (only those asked for run; the scale one when none is):
   --feed-sizes A,B,...  one run per listing size, at N watchlists, each from an empty store
   --stored-papers P     N watchlists that also have a similar_to seed, on a store already
                         holding P papers of the year before: two consecutive days of M
+  --history-days H      N watchlists on a store already holding H days of history before
+                        the window: M papers a day, a digest of 25 of them a day to each
+                        channel, sent; then one day's run on it (the daily run should not
+                        notice the history)
   --rss2email           rss2email (one email per item, then its digest mode) beside
                         paper-digest sending one digest of one watchlist matching every
                         paper, all on the same M-item listing and SMTP server, K runs each
@@ -25,7 +29,7 @@ Scenarios (only those asked for run; the scale one when none is):
 
 Run: .venv/bin/python bench/bench_scale.py [--watchlists 1000] [--items 2000] [--repeat 5]
        [--days D] [--feed-sizes 2000,20000,100000] [--stored-papers 500000]
-       [--rss2email] [--profile] [--seed 1]
+       [--history-days 365] [--rss2email] [--profile] [--seed 1]
        [--source DIR] [--keep] [--timeout 1800]
 e.g. .venv/bin/python bench/bench_scale.py --watchlists 1000 --items 2000 --repeat 5
 
@@ -848,6 +852,88 @@ def stored_papers(bench: Bench, *, watchlists: int, items: int, stored: int) -> 
     bench.done_with(directory)
 
 
+# Fills a store with a history before the window, through the measured product's own
+# schema (opened by its Store, so migrated), in bulk SQL: ``days`` days of ``items`` papers,
+# each day a sent digest of 25 of them to every channel, with its deliveries. Papers, digests
+# and deliveries are the tables a year of running grows; payloads are left empty.
+FILL_HISTORY = """
+import random, sys
+from datetime import UTC, datetime, timedelta
+from digest.store import Store
+path, days, items, channels, seed = sys.argv[1], *map(int, sys.argv[2:6])
+rng = random.Random(seed)
+start = datetime.now(UTC) - timedelta(days=days + 30)
+with Store.open(path) as store:
+    db = store.db.conn
+    next_id = 1
+    for day in range(days):
+        when = (start + timedelta(days=day)).isoformat(timespec="seconds")
+        keys = [f"arxiv:hist.{day:04d}{n:05d}" for n in range(items)]
+        db.executemany("INSERT INTO papers (key, title, first_seen, updated_at) "
+                       "VALUES (?, 'an old paper', ?, ?)", [(k, when, when) for k in keys])
+        db.executemany("INSERT INTO sightings (paper_key, source, first_seen, last_seen) "
+                       "VALUES (?, 'bench-listing', ?, ?)", [(k, when, when) for k in keys])
+        digests, papers, deliveries = [], [], []
+        for number in range(1, channels + 1):
+            channel, watchlist = f"mail-watch-{number:04d}", f"watch-{number:04d}"
+            digests.append((next_id, channel, watchlist, when, when))
+            for rank, key in enumerate(rng.sample(keys, min(25, items)), start=1):
+                papers.append((next_id, key, rank, 1.0))
+                deliveries.append((channel, key, next_id, when))
+            next_id += 1
+        db.executemany("INSERT INTO digests (id, channel, watchlist, status, payload, "
+                       "created_at, updated_at) VALUES (?, ?, ?, 'sent', '', ?, ?)", digests)
+        db.executemany("INSERT INTO digest_papers (digest_id, paper_key, rank, score) "
+                       "VALUES (?, ?, ?, ?)", papers)
+        db.executemany("INSERT INTO deliveries (channel, paper_key, digest_id, delivered_at) "
+                       "VALUES (?, ?, ?, ?)", deliveries)
+        db.commit()
+    print(next_id - 1, "digests,", len(deliveries) * days, "deliveries")
+"""
+
+
+def history(bench: Bench, *, watchlists: int, items: int, days: int) -> None:
+    """One day's run on a store that already holds ``days`` days of papers, digests and
+    deliveries to each of the ``watchlists`` channels, all older than the window."""
+    command = f"{COMMAND} --watchlists {watchlists} --items {items} --history-days {days}"
+    command += bench.options()
+    specs = make_watchlists(watchlists, bench.vocabulary, bench.seed)
+    print(f"\n== history: {watchlists} watchlists on a store already holding {days} days "
+          f"before the window ({items} papers a day, a digest of 25 a day to each channel)")
+    print(f"command: {command}")
+    directory = bench.workdir("history")
+    started = time.perf_counter()
+    filled = subprocess.run(
+        [sys.executable, "-c", FILL_HISTORY, str(directory / "digest.db"), str(days),
+         str(items), str(watchlists), str(bench.seed)],
+        capture_output=True, text=True, check=True, env=bench.environment(), cwd=directory,
+        timeout=bench.timeout)
+    print(f"  store filled in {time.perf_counter() - started:.1f} s: "
+          f"{filled.stdout.strip()}, {store_size(directory) / 2**20:.0f} MiB")
+    listing = make_listing(items, first=0, vocabulary=bench.vocabulary, watchlists=specs,
+                           seed=bench.seed)
+    bench.feed.body = listing.body
+    config = write_config(directory, feed_url=bench.feed.url, smtp_port=bench.mail.port,
+                          watchlists=specs, feed_bytes=len(listing.body))
+    rows = []
+    for day in (1, 2):
+        if day == 2:
+            listing = make_listing(items, first=items, vocabulary=bench.vocabulary,
+                                   watchlists=specs, seed=bench.seed)
+            bench.feed.body = listing.body
+        sample = bench.run([*bench.product(), "run", "--once", "--config", str(config)],
+                           directory)
+        bench.check(sample, expected=watchlists, what=f"day {day} after the history")
+        rows.append([f"day {day}", f"{sample.wall:.2f}", f"{sample.cpu:.2f}",
+                     f"{sample.peak_rss_mib:.1f}", f"{store_size(directory) / 2**20:.0f}",
+                     f"{sample.messages}/{watchlists}", sample.status])
+    print(table(["", "wall (s)", "CPU (s)", "peak RSS (MiB)", "store (MiB)", "messages",
+                 "exit"], rows))
+    print("  day 1 may also bring the store's schema up to date (an older store gains its "
+          "indexes once); compare with --days, whose first run starts from an empty store")
+    bench.done_with(directory)
+
+
 def feed_sizes(bench: Bench, *, watchlists: int, sizes: Sequence[int]) -> None:
     command = f"{COMMAND} --watchlists {watchlists} --feed-sizes {','.join(map(str, sizes))}"
     command += bench.options()
@@ -1087,6 +1173,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--stored-papers", type=int, default=0,
                         help="two days of similar_to watchlists on a store already holding "
                              "this many papers, e.g. 500000")
+    parser.add_argument("--history-days", type=int, default=0,
+                        help="one day's run on a store already holding this many days of "
+                             "papers, digests and deliveries, e.g. 365")
     parser.add_argument("--rss2email", action="store_true",
                         help="compare with rss2email, per item and in its digest mode")
     parser.add_argument("--profile", action="store_true",
@@ -1124,7 +1213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{os.cpu_count()} CPUs; listing at {feed.url}, SMTP at 127.0.0.1:{mail.port}")
     try:
         asked = (args.days or args.feed_sizes or args.rss2email or args.profile
-                 or args.stored_papers)
+                 or args.stored_papers or args.history_days)
         if not asked:
             scale(bench, watchlists=args.watchlists, items=args.items, repeat=args.repeat)
         if args.days:
@@ -1134,6 +1223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.stored_papers:
             stored_papers(bench, watchlists=args.watchlists, items=args.items,
                           stored=args.stored_papers)
+        if args.history_days:
+            history(bench, watchlists=args.watchlists, items=args.items,
+                    days=args.history_days)
         if args.rss2email:
             baseline(bench, items=args.items, repeat=args.repeat)
         if args.profile:

@@ -107,3 +107,16 @@ def test_a_tiny_run_delivers_one_digest_per_watchlist(
         assert float(figures.group(2)) > 0
     assert "exit status 0 in 1 of 1 runs" in out
     assert "CHECK FAILED" not in out
+
+
+def test_a_tiny_history_is_filled_and_the_runs_after_it_deliver(
+        bench: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    """The history scenario fills the store through the product's schema, and the two
+    runs after it each send every digest: the history's deliveries are of other papers."""
+    assert bench.main(["--watchlists", "2", "--items", "30", "--history-days", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "--watchlists 2 --items 30 --history-days 3" in out
+    assert "6 digests, 150 deliveries" in out
+    assert re.search(r"^  day 1 +[\d.]+ +[\d.]+ +[\d.]+ +\d+ +2/2 +0$", out, re.MULTILINE)
+    assert re.search(r"^  day 2 +[\d.]+ +[\d.]+ +[\d.]+ +\d+ +2/2 +0$", out, re.MULTILINE)
+    assert "CHECK FAILED" not in out
