@@ -831,6 +831,14 @@ def stored_papers(bench: Bench, *, watchlists: int, items: int, stored: int) -> 
                    env=bench.environment(), cwd=directory, timeout=bench.timeout)
     print(f"  store filled with {stored} papers in {time.perf_counter() - started:.1f} s, "
           f"{store_size(directory) / 2**20:.1f} MiB")
+    two_days(bench, directory, specs, items=items, after="")
+    bench.done_with(directory)
+
+
+def two_days(bench: Bench, directory: Path, specs: list[WatchlistSpec], *, items: int,
+             after: str) -> None:
+    """Two consecutive runs on the store in ``directory``, a new listing each, and their
+    figures; every watchlist sends a digest each day."""
     config: Path | None = None
     rows = []
     for day in (1, 2):
@@ -843,13 +851,12 @@ def stored_papers(bench: Bench, *, watchlists: int, items: int, stored: int) -> 
                                   feed_bytes=len(listing.body))
         sample = bench.run([*bench.product(), "run", "--once", "--config", str(config)],
                            directory)
-        bench.check(sample, expected=watchlists, what=f"day {day}")
+        bench.check(sample, expected=len(specs), what=f"day {day}{after}")
         rows.append([f"day {day}", f"{sample.wall:.2f}", f"{sample.cpu:.2f}",
                      f"{sample.peak_rss_mib:.1f}", f"{store_size(directory) / 2**20:.1f}",
-                     f"{sample.messages}/{watchlists}", sample.status])
+                     f"{sample.messages}/{len(specs)}", sample.status])
     print(table(["", "wall (s)", "CPU (s)", "peak RSS (MiB)", "store (MiB)", "messages",
                  "exit"], rows))
-    bench.done_with(directory)
 
 
 # Fills a store with a history before the window, through the measured product's own
@@ -910,25 +917,7 @@ def history(bench: Bench, *, watchlists: int, items: int, days: int) -> None:
         timeout=bench.timeout)
     print(f"  store filled in {time.perf_counter() - started:.1f} s: "
           f"{filled.stdout.strip()}, {store_size(directory) / 2**20:.0f} MiB")
-    listing = make_listing(items, first=0, vocabulary=bench.vocabulary, watchlists=specs,
-                           seed=bench.seed)
-    bench.feed.body = listing.body
-    config = write_config(directory, feed_url=bench.feed.url, smtp_port=bench.mail.port,
-                          watchlists=specs, feed_bytes=len(listing.body))
-    rows = []
-    for day in (1, 2):
-        if day == 2:
-            listing = make_listing(items, first=items, vocabulary=bench.vocabulary,
-                                   watchlists=specs, seed=bench.seed)
-            bench.feed.body = listing.body
-        sample = bench.run([*bench.product(), "run", "--once", "--config", str(config)],
-                           directory)
-        bench.check(sample, expected=watchlists, what=f"day {day} after the history")
-        rows.append([f"day {day}", f"{sample.wall:.2f}", f"{sample.cpu:.2f}",
-                     f"{sample.peak_rss_mib:.1f}", f"{store_size(directory) / 2**20:.0f}",
-                     f"{sample.messages}/{watchlists}", sample.status])
-    print(table(["", "wall (s)", "CPU (s)", "peak RSS (MiB)", "store (MiB)", "messages",
-                 "exit"], rows))
+    two_days(bench, directory, specs, items=items, after=" after the history")
     print("  day 1 may also bring the store's schema up to date (an older store gains its "
           "indexes once); compare with --days, whose first run starts from an empty store")
     bench.done_with(directory)

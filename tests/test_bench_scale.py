@@ -117,6 +117,6 @@ def test_a_tiny_history_is_filled_and_the_runs_after_it_deliver(
     out = capsys.readouterr().out
     assert "--watchlists 2 --items 30 --history-days 3" in out
     assert "6 digests, 150 deliveries" in out
-    assert re.search(r"^  day 1 +[\d.]+ +[\d.]+ +[\d.]+ +\d+ +2/2 +0$", out, re.MULTILINE)
-    assert re.search(r"^  day 2 +[\d.]+ +[\d.]+ +[\d.]+ +\d+ +2/2 +0$", out, re.MULTILINE)
+    assert re.search(r"^  day 1 +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+ +2/2 +0$", out, re.MULTILINE)
+    assert re.search(r"^  day 2 +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+ +2/2 +0$", out, re.MULTILINE)
     assert "CHECK FAILED" not in out
