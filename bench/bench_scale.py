@@ -860,16 +860,19 @@ def two_days(bench: Bench, directory: Path, specs: list[WatchlistSpec], *, items
 
 
 # Fills a store with a history before the window, through the measured product's own
-# schema (opened by its Store, so migrated), in bulk SQL: ``days`` days of ``items`` papers,
-# each day a sent digest of 25 of them to every channel, with its deliveries. Papers, digests
-# and deliveries are the tables a year of running grows; payloads are left empty.
+# schema (opened by its Store, so migrated), in bulk SQL: ``days`` days of ``items`` papers
+# up to yesterday, each day a sent digest of 25 of them to every watchlist's channel, with
+# its deliveries. Papers, digests and deliveries are the tables a year of running grows;
+# payloads are the placeholder that pruning leaves, as they would be after 30 days.
 FILL_HISTORY = """
 import random, sys
 from datetime import UTC, datetime, timedelta
 from digest.store import Store
-path, days, items, channels, seed = sys.argv[1], *map(int, sys.argv[2:6])
+from digest.store.db import PRUNED_PAYLOAD
+path, days, items, seed = sys.argv[1], *map(int, sys.argv[2:5])
+names = sys.argv[5:]
 rng = random.Random(seed)
-start = datetime.now(UTC) - timedelta(days=days + 30)
+start = datetime.now(UTC) - timedelta(days=days)
 with Store.open(path) as store:
     db = store.db.conn
     next_id = 1
@@ -881,15 +884,15 @@ with Store.open(path) as store:
         db.executemany("INSERT INTO sightings (paper_key, source, first_seen, last_seen) "
                        "VALUES (?, 'bench-listing', ?, ?)", [(k, when, when) for k in keys])
         digests, papers, deliveries = [], [], []
-        for number in range(1, channels + 1):
-            channel, watchlist = f"mail-watch-{number:04d}", f"watch-{number:04d}"
-            digests.append((next_id, channel, watchlist, when, when))
+        for watchlist in names:
+            channel = f"mail-{watchlist}"
+            digests.append((next_id, channel, watchlist, PRUNED_PAYLOAD, when, when))
             for rank, key in enumerate(rng.sample(keys, min(25, items)), start=1):
                 papers.append((next_id, key, rank, 1.0))
                 deliveries.append((channel, key, next_id, when))
             next_id += 1
         db.executemany("INSERT INTO digests (id, channel, watchlist, status, payload, "
-                       "created_at, updated_at) VALUES (?, ?, ?, 'sent', '', ?, ?)", digests)
+                       "created_at, updated_at) VALUES (?, ?, ?, 'sent', ?, ?, ?)", digests)
         db.executemany("INSERT INTO digest_papers (digest_id, paper_key, rank, score) "
                        "VALUES (?, ?, ?, ?)", papers)
         db.executemany("INSERT INTO deliveries (channel, paper_key, digest_id, delivered_at) "
@@ -912,14 +915,14 @@ def history(bench: Bench, *, watchlists: int, items: int, days: int) -> None:
     started = time.perf_counter()
     filled = subprocess.run(
         [sys.executable, "-c", FILL_HISTORY, str(directory / "digest.db"), str(days),
-         str(items), str(watchlists), str(bench.seed)],
+         str(items), str(bench.seed), *(spec.name for spec in specs)],
         capture_output=True, text=True, check=True, env=bench.environment(), cwd=directory,
         timeout=bench.timeout)
     print(f"  store filled in {time.perf_counter() - started:.1f} s: "
           f"{filled.stdout.strip()}, {store_size(directory) / 2**20:.0f} MiB")
     two_days(bench, directory, specs, items=items, after=" after the history")
-    print("  day 1 may also bring the store's schema up to date (an older store gains its "
-          "indexes once); compare with --days, whose first run starts from an empty store")
+    print("  each day also prunes the day that left store.keep_days (365); compare with "
+          "--days, whose first run starts from an empty store")
     bench.done_with(directory)
 
 
