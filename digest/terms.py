@@ -622,20 +622,23 @@ def _joinings(tokens: tuple[str, ...]) -> list[str]:
     return out
 
 
-# A repeat of at most this many times is cheap however it nests.
-_SMALL_REPEAT = 16
-
-
 def _nested_repeat(items: Any, inside: bool = False) -> bool:
-    """Whether a regex's parse tree holds a repeat inside another, both able to run long
-    (backtracking through every way to split a text between them takes exponential time,
-    and the matching cannot be interrupted). A possessive repeat or an atomic group gives
-    nothing back, so it is safe wherever it is."""
+    """Whether a regex's parse tree holds a repeat that can take more than once inside
+    another (on a text it does not match, backtracking tries every way to split the text
+    between them, in exponential time, and the matching cannot be interrupted). A repeat
+    of at most one (``?``) never nests that way. A possessive repeat or an atomic group
+    gives nothing back once matched, so it is safe inside a repeat, but what it holds is
+    read on its own: its own nested repeats still backtrack while it matches."""
     for op, value in items:
         if op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT):
-            low, high, body = value
-            long = high == _sre.MAXREPEAT or high > _SMALL_REPEAT
-            if (long and inside) or _nested_repeat(body, inside or long):
+            repeats = value[1] > 1
+            if (repeats and inside) or _nested_repeat(value[2], inside or repeats):
+                return True
+        elif op is _sre.POSSESSIVE_REPEAT:
+            if _nested_repeat(value[2], False):
+                return True
+        elif op is _sre.ATOMIC_GROUP:
+            if _nested_repeat(value, False):
                 return True
         elif op is _sre.SUBPATTERN:
             if _nested_repeat(value[-1], inside):
@@ -674,7 +677,11 @@ def parse_term(text: str) -> Term:
             re.compile(pattern, re.IGNORECASE)
         except re.error as exc:
             raise TermError(f"invalid regex /{pattern}/: {exc}") from exc
-        if _nested_repeat(_sre_parse.parse(pattern, re.IGNORECASE)):
+        try:
+            nested = _nested_repeat(_sre_parse.parse(pattern, re.IGNORECASE))
+        except RecursionError:  # groups nested hundreds deep: not a term anyone means
+            raise TermError(f"regex /{pattern[:60]}/ nests its groups too deeply") from None
+        if nested:
             raise TermError(
                 f"regex /{pattern}/ repeats a group that itself repeats, as (\\w+\\s?)+ does: "
                 "on a text it does not match, that may take hours and stall the run; make "

@@ -462,8 +462,12 @@ to = ["reader@example.org"]
     assert '"LoRA" in' in why and "author Sinong Wang" in why
 
 
-@pytest.mark.parametrize("term", [r"/(\w+\s?)+transformer/", r"/(a|b+)*c/", r"/((a+))*/",
-                                  r"/(\w{1,40} ){1,40}x/", r"/(?=(a+)+)b/"])
+@pytest.mark.parametrize("term", [
+    r"/(\w+\s?)+transformer/", r"/(a|b+)*c/", r"/((a+))*/", r"/(\w{1,40} ){1,40}x/",
+    r"/(?=(a+)+)b/",
+    r"/(\w+\s?){1,16}transformer/",  # a bounded outer repeat backtracks as much
+    r"/(?>(\w+\s?)+transformer)/", r"/(?:(a+)+b)++/",  # what an atomic group holds
+])
 def test_a_regex_with_a_repeat_inside_a_repeat_is_refused(term):
     """Python's regex engine cannot be interrupted, and (\\w+\\s?)+transformer takes seconds
     on an 8-word text without "transformer", eight times longer for each word more: such a
@@ -475,9 +479,14 @@ def test_a_regex_with_a_repeat_inside_a_repeat_is_refused(term):
 
 @pytest.mark.parametrize("term", [r"/kv[- ]?cache/", r"/(large )+language model/",
                                   r"/(\w++\s?)+transformer/", r"/(?>\w+\s?)+transformer/",
-                                  r"/llama-?[23]/", r"/(ab{1,3})+/"])
+                                  r"/llama-?[23]/", r"/llm(s)?/", r"/(?:\w++\s?)++x/"])
 def test_regexes_without_such_nesting_pass(term):
     assert parse_term(term).kind == "regex"
+
+
+def test_a_regex_nested_hundreds_deep_is_refused_not_a_traceback():
+    with pytest.raises(TermError, match="nests its groups too deeply"):
+        parse_term("/" + "(a|" * 300 + "b" + ")" * 300 + "/")
 
 
 def test_the_possessive_way_out_runs_in_no_time():
