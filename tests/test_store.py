@@ -364,3 +364,18 @@ def test_every_foreign_key_has_an_index_to_look_it_up(store):
         missing += [f"{table}.{key[3]}" for key in db.execute(
             f"PRAGMA foreign_key_list('{table}')") if key[3] not in leading]
     assert missing == []
+
+
+def test_a_channels_latest_digest_is_found_by_index(store):
+    """Asked for each heartbeat watchlist with nothing to send: a year of digests is
+    hundreds of thousands of rows, each holding its payload."""
+    statements: list[str] = []
+    store.db.conn.set_trace_callback(statements.append)
+    try:
+        assert store.latest_digest_at("mail", "w") is None
+    finally:
+        store.db.conn.set_trace_callback(None)
+    [asked] = [s for s in statements if "max(created_at)" in s]
+    plan = [row[3] for row in store.db.execute("EXPLAIN QUERY PLAN " + asked)]
+    assert plan == ["SEARCH digests USING COVERING INDEX digests_latest "
+                    "(channel=? AND watchlist=? AND dropped_at=?)"], plan

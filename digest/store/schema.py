@@ -291,10 +291,12 @@ MIGRATIONS: list[str] = [
     # 11: indexes for the questions a daily run asks of a store that has run for a year
     #     (a year of 1,000 channels is millions of deliveries): what each channel had of
     #     the window's papers, found from those papers rather than by reading every
-    #     delivery; and the deliveries and ratings of a digest or paper being pruned, which
+    #     delivery; the deliveries and ratings of a digest or paper being pruned, which
     #     SQLite looks up for each one it deletes (its foreign keys), else by reading them
-    #     all each time.
+    #     all each time; and a channel's latest digest of a watchlist, which a heartbeat
+    #     asks for.
     """
+    CREATE INDEX digests_latest ON digests(channel, watchlist, dropped_at, created_at);
     CREATE INDEX deliveries_by_paper ON deliveries(paper_key, channel);
     CREATE INDEX deliveries_by_digest ON deliveries(digest_id);
     CREATE INDEX settled_by_paper ON settled_papers(paper_key, channel);
