@@ -202,7 +202,10 @@ def local_path(location: str) -> Path:
     if parts.scheme.lower() == "file":
         # file:relative/path and file:///absolute/path are both accepted
         return Path(unquote(parts.netloc + parts.path))
-    return Path(location)
+    try:
+        return Path(location).expanduser()  # ~/feeds/lab.xml, as a shell would read it
+    except RuntimeError:  # ~name of no known user: 'check' says so; read it as written
+        return Path(location)
 
 
 class Fetcher:

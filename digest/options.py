@@ -186,7 +186,7 @@ def url_problem(value: str, *, local: bool) -> str | None:
         return f"not a valid URL ({exc})"
     scheme = parts.scheme.lower()
     if local and _is_local(value, scheme):
-        return None
+        return local_path(value) if scheme == "" and value.startswith("~") else None
     if scheme not in ("http", "https"):
         allowed = "http://, https://, file: or a local path" if local else "http:// or https://"
         return f"unsupported URL scheme '{scheme}:' (use {allowed})"

@@ -275,7 +275,9 @@ def test_display_names_and_plain_addresses_pass():
      'to = ["team@example.org"]\nca_file = "~no-such-user-here/ca.pem"', "channels.mail.ca_file"),
     ('kind = "email"', 'kind = "feed_files"\ndirectory = "~no-such-user-here/feeds"\n'
                        "[channels.other]\nkind = \"email\"", "channels.mail.directory"),
-], ids=["store", "ca_file", "feed_files"])
+    ('url = "https://example.org/feed.xml"', 'url = "~no-such-user-here/feed.xml"',
+     "sources[1].url"),
+], ids=["store", "ca_file", "feed_files", "source"])
 def test_a_home_folder_of_no_known_user_is_a_problem_not_a_traceback(old, new, key):
     """'~name/...' expands to that user's home; with no such user, Path.expanduser raises."""
     found = problems_of(edited(old, new))

@@ -140,6 +140,15 @@ def test_local_files_are_read_through_the_same_call(tmp_path):
         fetcher.get(str(tmp_path / "missing.xml"))
 
 
+def test_a_local_path_under_home_is_read_from_home(tmp_path, monkeypatch):
+    """A source written as ~/feeds/lab.xml is the file in the user's home folder."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "feeds").mkdir()
+    (tmp_path / "feeds" / "lab.xml").write_bytes(b"<rss/>")
+    fetcher = fetcher_for(lambda r: pytest.fail("no HTTP for local files"))
+    assert fetcher.get("~/feeds/lab.xml").content == b"<rss/>"
+
+
 class Dropped(httpx.SyncByteStream):
     """A body that stops half-way: the connection was lost."""
 
