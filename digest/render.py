@@ -222,16 +222,18 @@ def paper_remarks(paper: Paper) -> tuple[str, ...]:
     return tuple(remarks)
 
 
+def _terms_in(match: Match, field: str) -> tuple[str, ...]:
+    """The terms that counted in this field, each once: a field is highlighted for those
+    alone, since the rest do not occur there, or only where a longer term took the place."""
+    return tuple(dict.fromkeys(r.value for r in match.reasons
+                               if r.kind == "term" and r.field == field))
+
+
 def paper_views(digest: Digest) -> list[PaperView]:
     views = []
     for rank, match in enumerate(digest.matches, start=1):
         paper = match.paper
-        # Each field is searched for the terms that counted in it: the rest do not occur
-        # there, or only where a longer term of the watchlist took the place.
-        in_title = tuple(dict.fromkeys(r.value for r in match.reasons
-                                       if r.kind == "term" and r.field == "title"))
-        in_abstract = tuple(dict.fromkeys(r.value for r in match.reasons
-                                          if r.kind == "term" and r.field == "abstract"))
+        in_title, in_abstract = _terms_in(match, "title"), _terms_in(match, "abstract")
         title = trim(paper.title, TITLE_CHARS)
         abstract = trim(paper.abstract, ABSTRACT_CHARS)
         summary = trim(paper.summary, SUMMARY_CHARS) if paper.summary else ""

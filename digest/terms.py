@@ -632,27 +632,25 @@ def _nested_repeat(items: Any, inside: bool = False) -> bool:
     for op, value in items:
         if op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT):
             repeats = value[1] > 1
-            if (repeats and inside) or _nested_repeat(value[2], inside or repeats):
+            if repeats and inside:
                 return True
+            parts, deeper = [value[2]], inside or repeats
         elif op is _sre.POSSESSIVE_REPEAT:
-            if _nested_repeat(value[2], False):
-                return True
+            parts, deeper = [value[2]], False
         elif op is _sre.ATOMIC_GROUP:
-            if _nested_repeat(value, False):
-                return True
+            parts, deeper = [value], False
         elif op is _sre.SUBPATTERN:
-            if _nested_repeat(value[-1], inside):
-                return True
+            parts, deeper = [value[-1]], inside
         elif op is _sre.BRANCH:
-            if any(_nested_repeat(branch, inside) for branch in value[1]):
-                return True
+            parts, deeper = value[1], inside
         elif op in (_sre.ASSERT, _sre.ASSERT_NOT):
-            if _nested_repeat(value[1], inside):
-                return True
+            parts, deeper = [value[1]], inside
         elif op is _sre.GROUPREF_EXISTS:
-            if any(branch is not None and _nested_repeat(branch, inside)
-                   for branch in value[1:]):
-                return True
+            parts, deeper = [branch for branch in value[1:] if branch is not None], inside
+        else:
+            continue
+        if any(_nested_repeat(part, deeper) for part in parts):
+            return True
     return False
 
 
