@@ -193,6 +193,12 @@ class WatchlistSettings:
     previous_names: tuple[str, ...] = ()  # what the store may still call this watchlist
     heartbeat: bool = False  # a short message on a day with nothing to send
 
+    @property
+    def ratings_only(self) -> bool:
+        """No terms, authors or seeds of its own: its readers' ratings are all it has."""
+        return not (self.keywords or self.query is not None or self.authors
+                    or self.similar_to)
+
 
 @dataclass(frozen=True)
 class ChannelSettings:

@@ -118,7 +118,8 @@ class Reason:
     ``kind`` is term, negative (a term that lowers), author, category, boost, similar, or
     liked / unliked (what the model learned from ratings says, for or against);
     ``field`` says where (title, abstract, authors, category, upvotes, recency, text,
-    ratings). For liked / unliked, ``value`` is the title of the nearest rated paper.
+    ratings), or for similar, what the paper is like: text (the seeds) or likes (the
+    liked papers). For liked / unliked, ``value`` is the title of the nearest rated paper.
     """
 
     kind: str
@@ -136,6 +137,8 @@ class Reason:
         if self.kind == "author":
             return f"author {self.value}"
         if self.kind == "similar":
+            if self.field == "likes":
+                return f"like the papers you liked ({self.value})"
             return f"like the seed papers ({self.value})"
         if self.kind == "boost":
             return self.value

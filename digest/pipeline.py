@@ -11,7 +11,7 @@ import hashlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -132,7 +132,8 @@ def build_matcher(
     seed_url: str | None = arxiv_api.BASE_URL,
     now: Callable[[], datetime] = _utc_now,
 ) -> Matcher:
-    """Compile the watchlists; give 'similar_to' watchlists the store's papers and seeds.
+    """Compile the watchlists; give 'similar_to' watchlists the store's papers and seeds,
+    and watchlists with likes their liked papers (see ``liked_texts``).
 
     With a ``fetcher``, seed papers missing from the store are looked up on arXiv first and
     kept as reference papers, so each is asked for once.
@@ -141,9 +142,10 @@ def build_matcher(
     remember_forms(store.word_forms(forms_version()))
     models, ratings = learned_models(watchlists, store, now(), progress)
     similar = [w for w in watchlists if w.similar_to]
-    if not similar:
+    liked = liked_texts(watchlists, ratings, store)
+    if not similar and not liked:
         return Matcher(watchlists, models=models, ratings=ratings)
-    if fetcher is not None:
+    if fetcher is not None and similar:
         _record_seeds(similar, store, fetcher, seed_url, now, progress)
     index = SimilarityIndex.from_counts(*store.term_counts(similarity_tokens, progress))
     seeds: dict[str, list[str]] = {}
@@ -165,7 +167,33 @@ def build_matcher(
             keys.add(paper.key)
         seeds[watchlist.name] = texts
     return Matcher(watchlists, similarity=index, seeds=seeds, seed_keys=seed_keys,
-                   models=models, ratings=ratings)
+                   models=models, ratings=ratings, liked=liked)
+
+
+# A watchlist of ratings alone compares each paper, word for word as similar_to does, with
+# its liked papers: from the first like, before a model can be trained, and beside the
+# model until it has learned from more than this many likes. Then the model alone: the
+# comparison helped most with a few likes, and a run with many watchlists of hundreds of
+# likes would compare most papers with most of them. A watchlist with rules of its own is
+# left to its model: likeness to a few likes ranked its papers worse.
+LIKED_SEEDS = 50
+
+
+def liked_texts(watchlists: Iterable[WatchlistSettings], ratings: Mapping[str, Mapping[str, int]],
+                store: Store) -> dict[str, dict[str, str]]:
+    """For each ratings-only watchlist with 1 to LIKED_SEEDS likes, the titles and abstracts
+    of those the store holds, by key."""
+    chosen: dict[str, list[str]] = {}
+    for w in watchlists:
+        likes = [k for k, v in ratings.get(w.name, {}).items() if v > 0]
+        if w.ratings_only and w.feedback_weight > 0 and 0 < len(likes) <= LIKED_SEEDS:
+            chosen[w.name] = likes
+    if not chosen:
+        return {}
+    papers = store.papers({k for keys in chosen.values() for k in keys})
+    out = {name: {k: f"{papers[k].title}. {papers[k].abstract}" for k in keys if k in papers}
+           for name, keys in chosen.items()}
+    return {name: texts for name, texts in out.items() if texts}
 
 
 # Unrated papers a model learns from as weak negatives: a sample of those seen in the last

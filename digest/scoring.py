@@ -11,7 +11,7 @@ import hashlib
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cache, lru_cache
@@ -24,7 +24,7 @@ import numpy as np
 from digest.config import AuthorRule, WatchlistSettings
 from digest.models import Match, Paper, Reason, fold_text
 from digest.ranking import Closest, ModelSet, WatchlistModel, featurize
-from digest.similarity import SimilarityIndex, Vector, compare
+from digest.similarity import Profiles, SimilarityIndex, Vector, centroid
 from digest.terms import (
     NormalText,
     Reading,
@@ -53,6 +53,7 @@ LEARNED_ALONE = 0.5
 # of it matched: the ratings must be surer to send the paper past its rules (P >= 0.85),
 # and surer still where the model's surest held-out papers were not mostly liked.
 LEARNED_PAST_RULES = 0.7
+REACH_SLACK = 1e-3  # points are rounded to 4 decimals: a bound on them keeps this margin
 
 _NAME_PUNCT = re.compile(r"[^\w\s]|_")
 
@@ -130,11 +131,13 @@ class _Use:
 class _Compiled:
     settings: WatchlistSettings
     uses: list[_Use] = field(default_factory=list)
-    profile: Vector | None = None
     plain: bool = False  # keywords only: scored on the short path
     learned: bool = False  # a model trained on its ratings adds its points
     disliked: frozenset[str] = frozenset()  # papers a reader disliked for it: never sent
-    seed_keys: frozenset[str] = frozenset()  # its seed papers: not "like" themselves
+    # what a paper's words are compared with: "text" (its seeds, similar_to) or "likes"
+    # (a ratings-only watchlist's liked papers); "" for neither
+    alike_to: str = ""
+    alike_keys: frozenset[str] = frozenset()  # those papers: not "like" themselves
     ratings_only: bool = False  # no terms, authors or seeds: the model is all it has
     # its terms written as acronyms (ASR), each with the atoms of its terms that could be
     # what it stands for (speech recognition): a paper that defines it otherwise means
@@ -146,14 +149,16 @@ class _Compiled:
         self.plain = not (s.exclude or s.categories or s.query is not None or s.authors
                           or s.similar_to or s.category_boost or s.upvotes_boost
                           or s.recency_boost or self.learned or self.disliked)
-        self.ratings_only = not (s.keywords or s.query is not None or s.authors
-                                 or s.similar_to)
+        self.ratings_only = s.ratings_only
 
     @property
     def name(self) -> str:
         return self.settings.name
 
 
+# For each watchlist whose seeds or likes a paper is like: the likeness, and the shared
+# words that count most in it.
+Alike = dict[str, tuple[float, tuple[str, ...]]]
 Span = tuple[int, int]  # first and last character of a place in a field's normal form
 
 
@@ -214,10 +219,13 @@ class Matcher:
         seed_keys: Mapping[str, Iterable[str]] | None = None,
         models: Mapping[str, WatchlistModel] | None = None,
         ratings: Mapping[str, Mapping[str, int]] | None = None,
+        liked: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         """``models`` are the watchlists' trained models; ``ratings`` their rated papers
         (+1 liked, -1 disliked), so that a disliked paper is never sent again.
-        ``seed_keys`` names the stored papers among each watchlist's ``seeds``."""
+        ``seed_keys`` names the stored papers among each watchlist's ``seeds``; ``liked``
+        the texts of a ratings-only watchlist's liked papers, by key: it compares each
+        paper with them as similar_to does with seeds."""
         self.similarity = similarity
         self._atoms: dict[tuple[str, str], int] = {}
         self._atom_terms: list[Term] = []
@@ -225,7 +233,10 @@ class Matcher:
         self.watchlists: dict[str, _Compiled] = {}
         self._by_atom: dict[int, set[str]] = defaultdict(set)
         self._postings: dict[int, list[tuple[str, _Use]]] = defaultdict(list)
-        self._dense: set[str] = set()  # watchlists scored for every paper
+        # watchlists that compare a paper's words with papers' (seeds, likes): their
+        # profiles, and the least likeness that counts
+        self._profiles = Profiles()
+        vectors: dict[str, Vector] = {}  # liked papers, shared by watchlists that liked them
         self._by_category: dict[str, set[str]] = defaultdict(set)
         self._by_author: dict[str, set[str]] = defaultdict(set)
         models = models or {}
@@ -263,12 +274,25 @@ class Matcher:
             if settings.categories and not settings.keywords and settings.query is None:
                 for category in settings.categories:
                     self._by_category[category].add(settings.name)
+            profile: Vector | None = None
             if settings.similar_to and similarity is not None:
                 texts = (seeds or {}).get(settings.name, [])
                 if texts:
-                    compiled.profile = similarity.profile(texts)
-                    compiled.seed_keys = frozenset((seed_keys or {}).get(settings.name, ()))
-                    self._dense.add(settings.name)
+                    profile = similarity.profile(texts)
+                    compiled.alike_to = "text"
+                    compiled.alike_keys = frozenset((seed_keys or {}).get(settings.name, ()))
+            texts_liked = (liked or {}).get(settings.name)
+            if (texts_liked and similarity is not None and settings.feedback_weight > 0
+                    and compiled.ratings_only):  # its likes are all it has to find papers by
+                for key, text in texts_liked.items():
+                    if key not in vectors:
+                        vectors[key] = similarity.vector(text)
+                profile = centroid(vectors[key] for key in texts_liked)
+                compiled.alike_to = "likes"
+                compiled.alike_keys = frozenset(texts_liked)
+                compiled.plain = False
+            if profile is not None and settings.similarity_weight > 0:
+                self._profiles.add(settings.name, profile, settings.min_similarity)
             self.watchlists[settings.name] = compiled
         self.learning = ModelSet({w.name: models[w.name] for w in self.watchlists.values()
                                   if w.learned})
@@ -277,6 +301,18 @@ class Matcher:
             [max(self.watchlists[n].settings.min_score, 1e-6)
              / self.watchlists[n].settings.feedback_weight for n in self.learning.names])
         self._learn_names = np.array(self.learning.names, dtype=object)
+        # Likeness alone makes a paper worth scoring when its points, with the most its
+        # model could add, could reach min_score: what else a paper so found can score is
+        # nothing (its terms, authors and categories would have found it themselves) or
+        # less (a lean against it, a term that lowers), boosts aside. For each watchlist
+        # without boosts: similarity_weight, feedback_weight, its model's column, min_score.
+        self._reach: dict[str, tuple[float, float, int | None, float]] = {}
+        for name in self._profiles.names:
+            s = self.watchlists[name].settings
+            if not (s.category_boost or s.upvotes_boost or s.recency_boost):
+                column = self.learning.column.get(name)
+                self._reach[name] = (s.similarity_weight, s.feedback_weight, column,
+                                     s.min_score)
         self._automaton = ahocorasick.Automaton()
         variants: dict[str, list[int]] = defaultdict(list)
         for atom, term in enumerate(self._atom_terms):
@@ -318,10 +354,11 @@ class Matcher:
 
     def volatile(self, name: str) -> bool:
         """Whether a watchlist's verdict on a paper can change with nothing changed but the
-        day (a recency boost) or the store (similar_to weighs words by the whole store):
-        such a watchlist is scored over the whole window every run."""
-        s = self.watchlists[name].settings
-        return bool(s.recency_boost or s.similar_to)
+        day (a recency boost) or the store (similar_to, and likeness to the liked papers,
+        weigh words by the whole store): such a watchlist is scored over the whole window
+        every run."""
+        w = self.watchlists[name]
+        return bool(w.settings.recency_boost or w.settings.similar_to or w.alike_to)
 
     def _atom(self, term: Term) -> int:
         if term.key not in self._atoms:
@@ -379,7 +416,13 @@ class Matcher:
     def touched(self, paper: Paper, hits: _Hits, learned: _Learned | None = None,
                 row: int = 0) -> set[str]:
         """The watchlists that have any reason to look at this paper."""
-        names = set(self._dense)
+        return self._looked_at(paper, hits, learned, row)[0]
+
+    def _looked_at(self, paper: Paper, hits: _Hits, learned: _Learned | None,
+                   row: int) -> tuple[set[str], Alike]:
+        """The watchlists that have any reason to look at this paper, and its likeness to
+        the seeds or likes of those among them that compare it (see ``_alike``)."""
+        names: set[str] = set()
         if learned is not None and len(self._learn_names):
             names.update(self._learn_names[learned.leans[row] >= self._lean_floor])
         for atom in hits.by_atom:
@@ -390,7 +433,19 @@ class Matcher:
                 names |= self._by_author.get(parts[-1], set())
         for category in paper.categories:
             names |= self._by_category.get(category, set())
-        return names
+
+        def reaches(name: str, similarity: float) -> bool:
+            reach = self._reach.get(name)
+            if name in names or reach is None:
+                return True
+            weight, feedback, column, least = reach
+            lean = (float(learned.leans[row, column])
+                    if column is not None and learned is not None else 0.0)
+            return weight * similarity + feedback * max(lean, 0.0) >= least - REACH_SLACK
+
+        alike = self._alike(paper, reaches)
+        names.update(alike)
+        return names, alike
 
     # ----------------------------------------------------------------- scoring
 
@@ -399,10 +454,10 @@ class Matcher:
         """The verdict of each watchlist (all of them unless ``names`` says)."""
         hits = self.hits(paper)
         hit_uses = self._hit_uses(hits)
-        vector = self._vector(paper)
+        alike = self._alike(paper)
         learned = self._learn([paper])
         chosen = self.watchlists if names is None else {n: self.watchlists[n] for n in names}
-        return [self._score(paper, hits, hit_uses.get(w.name, []), vector, w, now, learned)
+        return [self._score(paper, hits, hit_uses.get(w.name, []), alike, w, now, learned)
                 for w in chosen.values()]
 
     def match(self, paper: Paper, *, now: datetime,
@@ -410,20 +465,19 @@ class Matcher:
         """The watchlists this paper qualifies for, among ``names`` (or all)."""
         hits = self.hits(paper)
         learned = self._learn([paper])
-        touched = self.touched(paper, hits, learned)
+        touched, alike = self._looked_at(paper, hits, learned, 0)
         if names is not None:
             touched &= set(names)
-        return self._match(paper, hits, touched, now, learned, 0)
+        return self._match(paper, hits, touched, now, learned, 0, alike)
 
     def _match(self, paper: Paper, hits: _Hits, touched: set[str], now: datetime,
-               learned: _Learned | None, row: int) -> list[Match]:
+               learned: _Learned | None, row: int, alike: Alike) -> list[Match]:
         if not touched:
             return []
         hit_uses = self._hit_uses(hits)
-        vector = self._vector(paper) if touched & self._dense else None
         out = []
         for name in sorted(touched):
-            explanation = self._score(paper, hits, hit_uses.get(name, []), vector,
+            explanation = self._score(paper, hits, hit_uses.get(name, []), alike,
                                       self.watchlists[name], now, learned, row)
             if explanation.passed:
                 out.append(Match(paper=paper, watchlist=name, score=explanation.score,
@@ -445,29 +499,34 @@ class Matcher:
         nearest: dict[str, list[int]] = defaultdict(list)
         for row, paper in enumerate(papers):
             hits = self.hits(paper)
-            touched = self.touched(paper, hits, learned, row)
+            touched, alike = self._looked_at(paper, hits, learned, row)
             if wanted is not None:
                 touched &= set(wanted)
-            scanned.append((hits, touched))
+            scanned.append((hits, touched, alike))
             for name in touched:
                 if self.watchlists[name].learned:
                     nearest[name].append(row)
         if learned is not None:
             learned.prefetch(nearest)
-        for row, (paper, (hits, touched)) in enumerate(zip(papers, scanned, strict=True)):
-            for match in self._match(paper, hits, touched, now, learned, row):
+        for row, (paper, (hits, touched, alike)) in enumerate(zip(papers, scanned,
+                                                                  strict=True)):
+            for match in self._match(paper, hits, touched, now, learned, row, alike):
                 out[match.watchlist].append(match)
         return out
 
     def _learn(self, papers: Sequence[Paper]) -> _Learned | None:
         return _Learned(self.learning, papers) if self.learning else None
 
-    def _vector(self, paper: Paper) -> Vector | None:
-        if self.similarity is None or not self._dense:
-            return None
-        return self.similarity.vector(f"{paper.title}. {paper.abstract}")
+    def _alike(self, paper: Paper, keep: Callable[[str, float], bool] | None = None) -> Alike:
+        """The watchlists whose seeds or likes this paper is alike to, at or above their
+        min_similarity, and that ``keep`` keeps given the likeness: the likeness, and the
+        words that count most in it."""
+        if self.similarity is None or not self._profiles:
+            return {}
+        return self._profiles.alike(self.similarity.vector(f"{paper.title}. {paper.abstract}"),
+                                    keep)
 
-    def _score(self, paper: Paper, hits: _Hits, hit_uses: list[_Use], vector: Vector | None,
+    def _score(self, paper: Paper, hits: _Hits, hit_uses: list[_Use], alike: Alike,
                w: _Compiled, now: datetime, learned: _Learned | None = None,
                row: int = 0) -> Explanation:
         other_meanings: list[str] = []
@@ -519,11 +578,11 @@ class Matcher:
                     reasons.append(Reason("author", author, "authors", AUTHOR_POINTS))
                     evidence = True
                     break
-        # A seed is trivially like itself: that is no reason to send it.
-        if w.profile is not None and vector is not None and paper.key not in w.seed_keys:
-            similarity, shared_terms = compare(w.profile, vector)
-            if similarity >= s.min_similarity and s.similarity_weight > 0:
-                reasons.append(Reason("similar", ", ".join(shared_terms), "text",
+        # A seed or liked paper is trivially like itself: that is no reason to send it.
+        if w.name in alike and paper.key not in w.alike_keys:
+            similarity, shared_terms = alike[w.name]
+            if similarity >= s.min_similarity:  # the product's pick has a little slack
+                reasons.append(Reason("similar", ", ".join(shared_terms), w.alike_to,
                                       round(s.similarity_weight * similarity, 4)))
                 evidence = True
         unlike: Reason | None = None  # a lean against that only ranks, see below

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -13,6 +14,7 @@ from digest.models import Paper
 from digest.ranking import MIN_LIKES, Corpus, ModelError, ModelSet, WatchlistModel, train
 from digest.ranking.model import MIN_BACKGROUND, UNLIKE_SHARE
 from digest.scoring import Matcher
+from digest.similarity import SimilarityIndex
 from digest.sources.base import SourceState
 from digest.store import Store
 from digest.terms import parse_term
@@ -205,6 +207,77 @@ def test_a_ratings_only_watchlist_sends_what_is_close_to_its_likes():
 def test_without_a_model_a_ratings_only_watchlist_sends_nothing():
     matcher = Matcher([watchlist("taste", feedback_weight=5.0)])
     assert matcher.match_many([speech(0), optics(0)], now=NOW) == {"taste": []}
+
+
+def likeness(*likes: Paper, **extra) -> Matcher:
+    """A matcher whose watchlists are given these liked papers' texts, as the pipeline does."""
+    texts = {p.key: f"{p.title}. {p.abstract}" for p in likes}
+    index = SimilarityIndex(f"{p.title}. {p.abstract}" for p in
+                            [*(speech(i) for i in range(len(SPEECH))), *filler()])
+    names = extra.pop("names", ("taste",))
+    return Matcher([watchlist(name, **extra) for name in names], similarity=index,
+                   liked={name: texts for name in names})
+
+
+def test_one_like_is_enough_for_a_ratings_only_watchlist_to_send_papers_like_it():
+    matcher = likeness(speech(0))  # one like: too few for a model
+    close = paper("n1", "Streaming speech recognition for meetings",
+                  "A streaming recognizer transcribes meeting speech with a low word error rate.")
+    far = paper("n2", "Liquid lenses for phone cameras", "Tunable optics focus light fast.")
+    found = matcher.match_many([close, far, speech(0)], now=NOW)["taste"]
+    assert [m.paper.key for m in found] == ["n1"]  # not far, nor the liked paper itself
+    [reason] = found[0].reasons
+    assert (reason.kind, reason.field) == ("similar", "likes") and reason.points >= 1.0
+    assert reason.describe().startswith("like the papers you liked (")
+    assert "speech" in reason.value and "streaming" in reason.value
+    assert "no term" in matcher.explain(far, now=NOW)[0].verdict
+    assert matcher.volatile("taste")  # weighed by the store's words, as similar_to is
+
+
+def test_likeness_to_the_likes_is_only_for_watchlists_of_ratings_alone():
+    close = paper("n1", "Streaming speech recognition for meetings",
+                  "A streaming recognizer transcribes meeting speech with a low word error rate.")
+    ruled = likeness(speech(0), keywords=keywords("transcribes"))
+    [match] = ruled.match(close, now=NOW)
+    assert [r.kind for r in match.reasons] == ["term"]
+    assert not ruled.volatile("taste")
+    # nor for one that does not learn from ratings
+    assert likeness(speech(0), feedback_weight=0.0).match(close, now=NOW) == []
+
+
+def test_what_likeness_and_models_send_together_is_what_scoring_every_pair_gives():
+    """match_many looks at a paper for a watchlist only where its likeness, with the most
+    its model could add, could reach min_score; scoring every pair must agree."""
+    rng = random.Random(5)
+    c = corpus()
+    models = {"taste": train(c, liked(4), BACKGROUND),
+              "mixed": train(c, {**liked(3), "o0": -1}, BACKGROUND),
+              "seeded": train(c, liked(4), BACKGROUND)}
+    words = " ".join(t + " " + a for t, a in [*SPEECH, *OPTICS]).split() + FILLER
+    lists = [watchlist("taste", min_score=rng.choice([0.5, 1.0, 2.0])),
+             watchlist("mixed", min_score=1.5, similarity_weight=2.0),
+             watchlist("fresh", recency_boost=2.0, min_score=2.5),  # a boost: always looked at
+             watchlist("nomodel", min_score=1.5),
+             watchlist("seeded", similar_to=("x",), min_similarity=0.05, min_score=2.0)]
+    likes = {p.key: f"{p.title}. {p.abstract}" for p in (speech(0), speech(1), optics(0))}
+    index = SimilarityIndex(f"{p.title}. {p.abstract}" for p in
+                            [*(speech(i) for i in range(len(SPEECH))), *filler()])
+    matcher = Matcher(lists, similarity=index, models=models,
+                      seeds={"seeded": [SPEECH[2][0]]},
+                      liked={"taste": likes, "mixed": likes, "fresh": likes, "nomodel": likes})
+    papers = [paper(f"n{i}", " ".join(rng.choices(words, k=8)),
+                    " ".join(rng.choices(words, k=rng.randint(5, 40))),
+                    published=NOW - timedelta(days=rng.randint(0, 5)))
+              for i in range(300)]
+    found = matcher.match_many(papers, now=NOW)
+    every: dict[str, list] = {name: [] for name in found}
+    for p in papers:
+        for verdict in matcher.explain(p, now=NOW):
+            if verdict.passed:
+                every[verdict.watchlist].append((p.key, verdict.score))
+    assert {n: [(m.paper.key, m.score) for m in ms] for n, ms in found.items()} == every
+    assert all(len(every[n]) >= 5 for n in every)  # each sends some papers, not all
+    assert all(len(every[n]) < len(papers) for n in every)
 
 
 def test_feedback_weight_zero_turns_learning_off_but_not_the_veto():

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+import digest.pipeline as pipeline
 from digest.config import load_settings
 from digest.pipeline import Seams, build_matcher, run_once
 from digest.store import Store
@@ -150,6 +151,34 @@ def test_ratings_teach_the_next_digests(reader):
     assert "Speech recognition of children's voices" in day2["taste"]
     assert "Tidal energy" not in day2["taste"] and "LoRA" not in day2["taste"]
     assert ", which you liked" in day2["taste"]
+
+
+def test_one_like_is_heard_by_the_next_digest_of_a_ratings_only_watchlist(reader):
+    reader.run(DAY1, DAY1_PAPERS)
+    reader.rate("taste", "2611.00011", "like", DAY1 + timedelta(hours=3))
+    day2 = reader.run(DAY2, DAY2_PAPERS)
+    assert "Speech recognition of children's voices" in day2["taste"]
+    assert "Tidal energy" not in day2["taste"] and "LoRA" not in day2["taste"]
+    assert "like the papers you liked (" in day2["taste"]
+    with Store.open(reader.db) as store:
+        assert "taste" not in store.saved_models()  # one like: no model yet
+
+
+def test_past_so_many_likes_the_model_alone_speaks(reader, monkeypatch):
+    reader.run(DAY1, DAY1_PAPERS)
+    later = DAY1 + timedelta(hours=3)
+    for arxiv_id in ("2611.00011", "2611.00012"):
+        reader.rate("taste", arxiv_id, "like", later)
+    settings = load_settings(reader.config, env={})
+    monkeypatch.setattr(pipeline, "LIKED_SEEDS", 2)
+    with Store.open(reader.db) as store:
+        texts = pipeline.liked_texts(settings.watchlists, store.ratings(), store)
+        assert list(texts) == ["taste"]  # lora has rules of its own
+        assert sorted(texts["taste"]) == ["arxiv:2611.00011", "arxiv:2611.00012"]
+        assert texts["taste"]["arxiv:2611.00012"].startswith("Speech recognition for accented")
+    reader.rate("taste", "2611.00013", "like", later)
+    with Store.open(reader.db) as store:
+        assert pipeline.liked_texts(settings.watchlists, store.ratings(), store) == {}
 
 
 def test_explain_shows_the_learned_part_and_the_veto(reader):

@@ -3,6 +3,7 @@ similarity, reasons and ranking, through the one compiled matcher."""
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from digest.config import AuthorRule, Keyword, WatchlistSettings
 from digest.models import Paper
 from digest.scoring import Matcher, highlight_spans, normalise_name, rank
-from digest.similarity import SimilarityIndex
+from digest.similarity import Profiles, SimilarityIndex, compare
 from digest.terms import NormalText, TermError, parse_query, parse_term
 
 NOW = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)
@@ -309,6 +310,68 @@ def test_similarity_combines_with_keywords_in_one_score():
                   seeds={"w": ["adapters for tuning"]})
     kinds = {r.kind for r in match.reasons}
     assert kinds == {"term", "similar"} and match.score > 2.0
+
+
+def test_likeness_for_many_profiles_at_once_is_compare_to_the_last_bit():
+    rng = random.Random(11)
+    words = [f"t{i}" for i in range(80)]
+
+    def vector(size: int) -> dict[str, float]:
+        # weights from a few values, so that equal products (ties) happen
+        return {w: rng.choice([0.05, 0.1, 0.2, rng.random()])
+                for w in rng.sample(words, size)}
+
+    profiles = {f"p{i}": vector(rng.randint(1, 60)) for i in range(30)}
+    floors = {name: rng.choice([0.0, 0.1, 0.3, 2.0]) for name in profiles}
+    many = Profiles()
+    for name, profile in profiles.items():
+        many.add(name, profile, floors[name])
+    for _ in range(200):
+        paper = vector(rng.randint(0, 40))
+        expected = {name: compare(profile, paper) for name, profile in profiles.items()}
+        expected = {n: v for n, v in expected.items() if v[0] >= floors[n]}
+        assert many.alike(paper) == expected
+
+
+def test_likeness_found_for_all_watchlists_at_once_is_what_comparing_each_gives():
+    """The papers a seeded or ratings-only watchlist is asked about come from one product
+    over all of them; every watchlist scored for every paper must agree with it."""
+    rng = random.Random(7)
+    words = [f"word{i}" for i in range(60)]
+
+    def text() -> str:
+        return " ".join(rng.choices(words[: rng.randint(8, 60)], k=rng.randint(5, 30)))
+
+    corpus = [text() for _ in range(200)]
+    index = SimilarityIndex(corpus)
+    lists, seeds, liked = [], {}, {}
+    for i in range(40):
+        floor = rng.choice([0.0, 0.05, 0.1, 0.2, 0.3, 0.5])
+        weight = rng.choice([0.0, 2.0, 5.0])
+        if i % 2:  # seeds, with a keyword for some
+            extra = {"keywords": ["word3"]} if i % 3 == 0 else {}
+            lists.append(watchlist(name=f"s{i}", similar_to=["x"], min_similarity=floor,
+                                   similarity_weight=weight, **extra))
+            seeds[f"s{i}"] = [text() for _ in range(rng.randint(1, 4))]
+        else:  # ratings alone, with likes
+            lists.append(watchlist(name=f"r{i}", min_similarity=floor, similarity_weight=weight))
+            liked[f"r{i}"] = {f"k{j}": text() for j in range(rng.randint(1, 6))}
+    # a floor of 0 lets every paper through, even one sharing no word with the seeds
+    lists.append(watchlist(name="zero", similar_to=["x"], min_similarity=0.0, min_score=0.0))
+    seeds["zero"] = ["word1 word2"]
+    matcher = Matcher(lists, similarity=index, seeds=seeds, liked=liked)
+    papers = [make_paper(title=text(), abstract=text(), key=f"p{i}") for i in range(300)]
+    papers.append(make_paper(title=seeds["s1"][0], key="seed-text"))  # as alike as can be
+    papers += [make_paper(title="nothing shared", key="apart"), make_paper(key="empty")]
+    found = matcher.match_many(papers, now=NOW)
+    every = {name: [] for name in found}
+    for paper in papers:
+        for verdict in matcher.explain(paper, now=NOW):
+            if verdict.passed:
+                every[verdict.watchlist].append((paper.key, verdict.score))
+    assert {n: [(m.paper.key, m.score) for m in ms] for n, ms in found.items()} == every
+    assert sum(map(len, every.values())) > 100  # the floors and weights let many through
+    assert {"apart", "empty"} <= {key for key, _ in every["zero"]}
 
 
 def test_one_matcher_serves_many_watchlists_and_touches_only_the_relevant():
