@@ -123,10 +123,10 @@ def main() -> None:
         print(f"\n== day {number} ({role}): {len(day)} papers, "
               f"{sum(map(len, relevant.values()))} relevant (watchlist, paper) pairs\n")
         compare(watchlists, day1, day, relevant_all, relevant)
+        sweep(watchlists, day1, day, relevant_all, relevant)
     print("\ncolumns: keywords = each watchlist's keywords as plain whole words; no ratings = "
           "paper-digest's scorer; A, B = with the models trained on day-1 ratings; ratings "
           "only = the same watchlists with no keywords, query or filters, trained as in B")
-    sweep(watchlists, day1, day2, relevant_all)
 
 
 def compare(watchlists: list[WatchlistSettings], day1: list[Paper], day: list[Paper],
@@ -160,30 +160,29 @@ def ratings_only(watchlists: list[WatchlistSettings]) -> list[WatchlistSettings]
                               feedback_weight=w.feedback_weight) for w in watchlists]
 
 
-def sweep(watchlists: list[WatchlistSettings], day1: list[Paper], day2: list[Paper],
-          relevant_all: dict[str, set[str]]) -> None:
-    """Macro-F1 on day 2 of ratings-only watchlists given their first k day-1 likes."""
-    relevant = {n: {k for k in keys if any(p.key == k for p in day2)}
-                for n, keys in relevant_all.items()}
+def sweep(watchlists: list[WatchlistSettings], day1: list[Paper], day: list[Paper],
+          relevant_all: dict[str, set[str]], relevant: dict[str, set[str]]) -> None:
+    """Macro-F1 on ``day`` of ratings-only watchlists given their first k day-1 likes, with
+    and without comparing papers to the liked ones (the model alone, from MIN_LIKES)."""
     alone = ratings_only(watchlists)
-    print("\nminimum number of likes (day 2; ratings-only watchlists, each given its first k "
-          "day-1 relevant papers as likes; the minimum lowered to 1 for this sweep):")
-    saved = ranking_model.MIN_LIKES
-    try:
-        ranking_model.MIN_LIKES = 1
-        for k in (1, 2, 3, 5, 100):
-            picked = {n: set(sorted(k_ for k_ in relevant_all.get(n, ())
-                                    if any(p.key == k_ for p in day1))[:k])
-                      for n in relevant_all}
-            result = replay_likes(alone, day1, day2, picked)
-            found = scores(lambda w: result[w.name], alone, relevant)  # noqa: B023
-            print(f"  {('all' if k == 100 else k):>3} likes: macro-F1 {macro(found):.3f}")
-    finally:
-        ranking_model.MIN_LIKES = saved
+    print("\nfew likes (ratings-only watchlists, each given its first k day-1 relevant papers "
+          f"as likes and nothing else; a model needs {ranking_model.MIN_LIKES}):")
+    print(f"  {'likes':>5}  {'model and likeness':>18}  {'model alone':>11}")
+    for k in (1, 2, 3, 5, 100):
+        picked = {n: set(sorted(k_ for k_ in relevant_all.get(n, ())
+                                if any(p.key == k_ for p in day1))[:k])
+                  for n in relevant_all}
+        cells = []
+        for likeness in (True, False):
+            result = replay_likes(alone, day1, day, picked, likeness=likeness)
+            cells.append(macro(scores(lambda w: result[w.name], alone, relevant)))  # noqa: B023
+        print(f"  {('all' if k == 100 else k):>5}  {cells[0]:18.3f}  {cells[1]:11.3f}")
 
 
 def replay_likes(watchlists: list[WatchlistSettings], day1: list[Paper], day2: list[Paper],
-                 likes: dict[str, set[str]]) -> dict[str, set[str]]:
+                 likes: dict[str, set[str]], *, likeness: bool = True) -> dict[str, set[str]]:
+    """Day 2's matches after these likes; without ``likeness``, as scored by the model
+    alone (no paper compared with the liked ones)."""
     with tempfile.TemporaryDirectory() as folder, Store.open(Path(folder) / "d.db") as store:
         store.record_batch("eval", day1, SourceState(), DAY1)
         for w in watchlists:
@@ -191,13 +190,14 @@ def replay_likes(watchlists: list[WatchlistSettings], day1: list[Paper], day2: l
                 store.rate(watchlist=w.name, paper_key=key, action="like", origin="bench",
                            now=DAY1 + timedelta(hours=3))
         store.record_batch("eval", day2, SourceState(), DAY2)
-        saved = pipeline.MIN_LIKES
-        pipeline.MIN_LIKES = ranking_model.MIN_LIKES
+        saved = pipeline.liked_texts
+        if not likeness:
+            pipeline.liked_texts = lambda *args: {}
         try:
             matched = build_matcher(watchlists, store, now=lambda: DAY2).match_many(day2,
                                                                                     now=DAY2)
         finally:
-            pipeline.MIN_LIKES = saved
+            pipeline.liked_texts = saved
         return {name: {m.paper.key for m in found} for name, found in matched.items()}
 
 

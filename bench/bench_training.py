@@ -4,10 +4,11 @@ Trains every model, runs again with nothing changed (saved models are loaded by 
 ratings' fingerprint) and with one change; beside each, the previous way in the same run:
 four fits a model (one, plus three for the calibration) on up to 1,000 unrated papers,
 ratings read twice and every model decoded whole. Scores a 2,000-paper day against all
-models in a fresh process, so that its peak memory is the scoring's own; prints model
-sizes beside dense coefficients.
+models in a fresh process, so that its peak memory is the scoring's own, beside the
+models alone where a watchlist's likes are few enough (``--likes 50``) for each paper to be
+compared with them too; prints model sizes beside dense coefficients.
 
-Run: .venv/bin/python bench/bench_training.py [--watchlists 1000] [--previous 100]
+Run: .venv/bin/python bench/bench_training.py [--watchlists 1000] [--previous 100] [--likes 100]
 """
 
 from __future__ import annotations
@@ -34,10 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import digest.ranking.model as ranking  # noqa: E402
 from digest.config import WatchlistSettings  # noqa: E402
 from digest.models import Paper  # noqa: E402
-from digest.pipeline import learned_models  # noqa: E402
+from digest.pipeline import LIKED_SEEDS, learned_models, liked_texts  # noqa: E402
 from digest.ranking import Corpus, WatchlistModel, featurize  # noqa: E402
 from digest.ranking.features import N_FEATURES  # noqa: E402
 from digest.scoring import Matcher  # noqa: E402
+from digest.similarity import SimilarityIndex  # noqa: E402
+from digest.similarity import tokens as similarity_tokens  # noqa: E402
 from digest.sources.arxiv_rss import parse  # noqa: E402
 from digest.sources.base import SourceState  # noqa: E402
 from digest.store import Store  # noqa: E402
@@ -146,8 +149,10 @@ def previous_unchanged_run(store: Store) -> int:
 
 # ------------------------------------------------------------------ scoring, on its own
 
-def score(database: str, count: int, whole: bool) -> None:
-    """In a fresh process: load the saved models as a run does, score the day, print JSON."""
+def score(database: str, count: int, whole: bool, likeness: bool) -> None:
+    """In a fresh process: load the saved models as a run does, score the day, print JSON.
+
+    Without ``likeness``, no paper is compared with the liked papers: the models alone."""
     _, day, _ = papers_and_day(random.Random(20261120))
     watchlists = watchlists_named(count)
     with Store.open(database) as store:
@@ -155,7 +160,14 @@ def score(database: str, count: int, whole: bool) -> None:
         if whole:  # as before: every model's rated papers and profiles decoded up front
             for model in models.values():
                 model.profiles  # noqa: B018
-    matcher = Matcher(watchlists, models=models, ratings=ratings)
+        # the day's papers are in the store when a run scores them
+        store.record_batch("day", day, SourceState(), NOW)
+        start = time.perf_counter()
+        liked = liked_texts(watchlists, ratings, store) if likeness else {}
+        index = (SimilarityIndex.from_counts(*store.term_counts(similarity_tokens))
+                 if liked else None)
+    matcher = Matcher(watchlists, models=models, ratings=ratings, similarity=index, liked=liked)
+    setup = time.perf_counter() - start
     start = time.perf_counter()
     leans = matcher.learning.lean(featurize(day))
     product = time.perf_counter() - start
@@ -168,16 +180,19 @@ def score(database: str, count: int, whole: bool) -> None:
               for paper in sample]
     loop = (time.perf_counter() - start) / (len(sample) * len(models))
     print(json.dumps({"models": len(models), "papers": len(day), "product": product,
+                      "setup": setup,
                       "scored": scored, "sent": sum(len(m) for m in matched.values()),
                       "loop": loop, "peak": peak_mb(),
                       "agree": bool(np.allclose(np.array(looped), leans[:len(sample)],
                                                 atol=1e-5))}))
 
 
-def scored_in_a_process(database: Path, count: int, whole: bool) -> dict:
+def scored_in_a_process(database: Path, count: int, *, whole: bool = False,
+                        likeness: bool = True) -> dict:
     command = [sys.executable, __file__, "--score", str(database), "--watchlists", str(count)]
-    done = subprocess.run(command + (["--whole"] if whole else []), check=True,
-                          capture_output=True, text=True)
+    command += ["--whole"] if whole else []
+    command += [] if likeness else ["--no-likeness"]
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -186,11 +201,15 @@ def main() -> None:
     parser.add_argument("--watchlists", type=int, default=1000)
     parser.add_argument("--previous", type=int, default=100,
                         help="watchlists trained the previous way, to time it")
+    parser.add_argument("--likes", type=int, default=LIKES,
+                        help=f"likes a watchlist (default {LIKES}); up to {LIKED_SEEDS}, "
+                             "scoring also compares each paper with them")
     parser.add_argument("--score", help=argparse.SUPPRESS)
     parser.add_argument("--whole", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-likeness", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.score:
-        score(args.score, args.watchlists, args.whole)
+        score(args.score, args.watchlists, args.whole, not args.no_likeness)
         return
     rng = random.Random(20261120)
     papers, day, origin = papers_and_day(rng)
@@ -211,7 +230,8 @@ def main() -> None:
             rows = []
             for name in names:
                 topic = rng.choice(topics)
-                liked = rng.sample(by_category[topic], min(LIKES, len(by_category[topic])))
+                liked = rng.sample(by_category[topic], min(args.likes,
+                                                           len(by_category[topic])))
                 chosen = set(liked)
                 others = [k for k in rng.sample(all_keys, DISLIKES * 2) if k not in chosen]
                 rows += [(name, k, "like", 1) for k in liked]
@@ -223,7 +243,7 @@ def main() -> None:
                     "origin, created_at) VALUES (?, ?, '', ?, ?, 'bench', ?)",
                     [(*row, NOW.isoformat()) for row in rows])
             print(f"watchlists: {len(names)}, each a topic (a primary category with >= 20 "
-                  f"papers): up to {LIKES} likes in it and {DISLIKES} dislikes elsewhere; "
+                  f"papers): up to {args.likes} likes in it and {DISLIKES} dislikes elsewhere; "
                   f"{len(rows)} ratings in all")
             print(f"peak RSS after set-up: {peak_mb():.0f} MB\n")
 
@@ -271,16 +291,21 @@ def main() -> None:
                   f"everything every run: {first:.1f} s -> {first / one:.0f}x\n")
             sizes = sorted(len(blob) for _, blob in store.saved_models().values())
 
-        result = scored_in_a_process(database, args.watchlists, whole=False)
+        result = scored_in_a_process(database, args.watchlists)
         whole = scored_in_a_process(database, args.watchlists, whole=True)
+        alone = scored_in_a_process(database, args.watchlists, likeness=False)
     pairs = result["papers"] * result["models"]
     print(f"score {result['papers']} papers x {result['models']} models, in a fresh process "
           f"that loads the saved models as a run does: features + one sparse product "
           f"{result['product']:.2f} s ({pairs / result['product'] / 1e6:.1f} M pairs/s); "
           f"match_many with reasons {result['scored']:.1f} s, {result['sent']} matches named "
           f"by their nearest rated paper; peak RSS {result['peak']:.0f} MB")
+    print(f"  with up to {LIKED_SEEDS} likes, each paper is also compared with a watchlist's "
+          f"likes: set-up (the store's word counts, the likes' profiles) {result['setup']:.1f} s")
     print(f"baseline, the same with every model decoded whole up front: peak RSS "
           f"{whole['peak']:.0f} MB, match_many {whole['scored']:.1f} s")
+    print(f"baseline, the models alone (no paper compared with the likes): match_many "
+          f"{alone['scored']:.1f} s, {alone['sent']} matches, peak RSS {alone['peak']:.0f} MB")
     loop = result["loop"]
     print(f"baseline, a Python loop over pairs (each model's lean of each paper, on 20 "
           f"papers): {1 / loop:,.0f} pairs/s -> {pairs * loop:.0f} s for the day, "
