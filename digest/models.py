@@ -138,7 +138,7 @@ class Reason:
             return f"author {self.value}"
         if self.kind == "similar":
             if self.field == "likes":
-                return f"like the papers you liked ({self.value})"
+                return f"alike to the papers you liked ({self.value})"
             return f"like the seed papers ({self.value})"
         if self.kind == "boost":
             return self.value

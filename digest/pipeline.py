@@ -186,7 +186,8 @@ def liked_texts(watchlists: Iterable[WatchlistSettings], ratings: Mapping[str, M
     chosen: dict[str, list[str]] = {}
     for w in watchlists:
         likes = [k for k, v in ratings.get(w.name, {}).items() if v > 0]
-        if w.ratings_only and w.feedback_weight > 0 and 0 < len(likes) <= LIKED_SEEDS:
+        if (w.ratings_only and w.feedback_weight > 0 and w.similarity_weight > 0
+                and 0 < len(likes) <= LIKED_SEEDS):
             chosen[w.name] = likes
     if not chosen:
         return {}

@@ -138,7 +138,7 @@ class _Compiled:
     # (a ratings-only watchlist's liked papers); "" for neither
     alike_to: str = ""
     alike_keys: frozenset[str] = frozenset()  # those papers: not "like" themselves
-    ratings_only: bool = False  # no terms, authors or seeds: the model is all it has
+    ratings_only: bool = False  # no terms, authors or seeds: its likes are all it has
     # its terms written as acronyms (ASR), each with the atoms of its terms that could be
     # what it stands for (speech recognition): a paper that defines it otherwise means
     # something else by it
@@ -296,10 +296,10 @@ class Matcher:
             self.watchlists[settings.name] = compiled
         self.learning = ModelSet({w.name: models[w.name] for w in self.watchlists.values()
                                   if w.learned})
-        # A model alone makes a paper worth scoring when its points could reach min_score.
-        self._lean_floor = np.array(
-            [max(self.watchlists[n].settings.min_score, 1e-6)
-             / self.watchlists[n].settings.feedback_weight for n in self.learning.names])
+        # A model alone makes a paper worth scoring when its points could reach min_score,
+        # or with a boost, when they could be enough to send it (LEARNED_ALONE at least).
+        self._lean_floor = np.array([_lean_floor(self.watchlists[n].settings)
+                                     for n in self.learning.names])
         self._learn_names = np.array(self.learning.names, dtype=object)
         # Likeness alone makes a paper worth scoring when its points, with the most its
         # model could add, could reach min_score: what else a paper so found can score is
@@ -350,6 +350,7 @@ class Matcher:
             digest.update(repr(model.intercept).encode())
         rated = self._ratings.get(name, {})
         digest.update("\n".join(f"{k}\t{v}" for k, v in sorted(rated.items())).encode())
+        digest.update(w.alike_to.encode())  # whether its likes are compared is the run's call
         return digest.hexdigest()[:32]
 
     def volatile(self, name: str) -> bool:
@@ -627,6 +628,15 @@ class Matcher:
         if w.ratings_only:
             return LEARNED_ALONE
         return max(LEARNED_PAST_RULES, model.alone)
+
+
+def _lean_floor(s: WatchlistSettings) -> float:
+    """The least lean at which a model alone could send a paper: its points reach
+    min_score, or with a boost to add, reach at least LEARNED_ALONE of feedback_weight."""
+    floor = max(s.min_score, 1e-6) / s.feedback_weight
+    if s.category_boost or s.upvotes_boost or s.recency_boost:
+        floor = min(floor, LEARNED_ALONE)
+    return floor
 
 
 def _learned_reason(w: _Compiled, learned: _Learned, row: int) -> Reason:

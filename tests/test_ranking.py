@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -228,7 +229,7 @@ def test_one_like_is_enough_for_a_ratings_only_watchlist_to_send_papers_like_it(
     assert [m.paper.key for m in found] == ["n1"]  # not far, nor the liked paper itself
     [reason] = found[0].reasons
     assert (reason.kind, reason.field) == ("similar", "likes") and reason.points >= 1.0
-    assert reason.describe().startswith("like the papers you liked (")
+    assert reason.describe().startswith("alike to the papers you liked (")
     assert "speech" in reason.value and "streaming" in reason.value
     assert "no term" in matcher.explain(far, now=NOW)[0].verdict
     assert matcher.volatile("taste")  # weighed by the store's words, as similar_to is
@@ -250,25 +251,30 @@ def test_what_likeness_and_models_send_together_is_what_scoring_every_pair_gives
     its model could add, could reach min_score; scoring every pair must agree."""
     rng = random.Random(5)
     c = corpus()
-    models = {"taste": train(c, liked(4), BACKGROUND),
+    models = {"taste": train(c, liked(4), BACKGROUND), "boosted": train(c, liked(4), BACKGROUND),
               "mixed": train(c, {**liked(3), "o0": -1}, BACKGROUND),
               "seeded": train(c, liked(4), BACKGROUND)}
     words = " ".join(t + " " + a for t, a in [*SPEECH, *OPTICS]).split() + FILLER
     lists = [watchlist("taste", min_score=rng.choice([0.5, 1.0, 2.0])),
              watchlist("mixed", min_score=1.5, similarity_weight=2.0),
              watchlist("fresh", recency_boost=2.0, min_score=2.5),  # a boost: always looked at
+             # a boost beside a model: the model alone may send what the boost lifts
+             watchlist("boosted", similar_to=("x",), recency_boost=3.0, min_score=4.5,
+                       min_similarity=0.9),
              watchlist("nomodel", min_score=1.5),
              watchlist("seeded", similar_to=("x",), min_similarity=0.05, min_score=2.0)]
     likes = {p.key: f"{p.title}. {p.abstract}" for p in (speech(0), speech(1), optics(0))}
     index = SimilarityIndex(f"{p.title}. {p.abstract}" for p in
                             [*(speech(i) for i in range(len(SPEECH))), *filler()])
     matcher = Matcher(lists, similarity=index, models=models,
-                      seeds={"seeded": [SPEECH[2][0]]},
+                      seeds={"seeded": [SPEECH[2][0]], "boosted": [OPTICS[1][0]]},
                       liked={"taste": likes, "mixed": likes, "fresh": likes, "nomodel": likes})
     papers = [paper(f"n{i}", " ".join(rng.choices(words, k=8)),
                     " ".join(rng.choices(words, k=rng.randint(5, 40))),
                     published=NOW - timedelta(days=rng.randint(0, 5)))
               for i in range(300)]
+    papers += [replace(speech(i), key=f"again{i}", published=NOW - timedelta(hours=1))
+               for i in range(len(SPEECH))]
     found = matcher.match_many(papers, now=NOW)
     every: dict[str, list] = {name: [] for name in found}
     for p in papers:

@@ -159,7 +159,7 @@ def test_one_like_is_heard_by_the_next_digest_of_a_ratings_only_watchlist(reader
     day2 = reader.run(DAY2, DAY2_PAPERS)
     assert "Speech recognition of children's voices" in day2["taste"]
     assert "Tidal energy" not in day2["taste"] and "LoRA" not in day2["taste"]
-    assert "like the papers you liked (" in day2["taste"]
+    assert "alike to the papers you liked (" in day2["taste"]
     with Store.open(reader.db) as store:
         assert "taste" not in store.saved_models()  # one like: no model yet
 
