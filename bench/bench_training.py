@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import digest.ranking.model as ranking  # noqa: E402
 from digest.config import WatchlistSettings  # noqa: E402
 from digest.models import Paper  # noqa: E402
-from digest.pipeline import LIKED_SEEDS, learned_models, liked_texts  # noqa: E402
-from digest.ranking import Corpus, WatchlistModel, featurize  # noqa: E402
+from digest.pipeline import learned_models, liked_texts  # noqa: E402
+from digest.ranking import LIKED_SEEDS, Corpus, WatchlistModel, featurize  # noqa: E402
 from digest.ranking.features import N_FEATURES  # noqa: E402
 from digest.scoring import Matcher  # noqa: E402
 from digest.similarity import SimilarityIndex  # noqa: E402

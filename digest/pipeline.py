@@ -50,6 +50,7 @@ from digest.ranking import (
     Corpus,
     ModelError,
     WatchlistModel,
+    compares_likes,
     train,
 )
 from digest.render import Renderer, describe_reasons, plural
@@ -170,24 +171,14 @@ def build_matcher(
                    models=models, ratings=ratings, liked=liked)
 
 
-# A watchlist of ratings alone compares each paper, word for word as similar_to does, with
-# its liked papers: from the first like, before a model can be trained, and beside the
-# model until it has learned from more than this many likes. Then the model alone: the
-# comparison helped most with a few likes, and a run with many watchlists of hundreds of
-# likes would compare most papers with most of them. A watchlist with rules of its own is
-# left to its model: likeness to a few likes ranked its papers worse.
-LIKED_SEEDS = 50
-
-
 def liked_texts(watchlists: Iterable[WatchlistSettings], ratings: Mapping[str, Mapping[str, int]],
                 store: Store) -> dict[str, dict[str, str]]:
-    """For each ratings-only watchlist with 1 to LIKED_SEEDS likes, the titles and abstracts
-    of those the store holds, by key."""
+    """For each watchlist that compares papers with its likes (a ratings-only one with 1 to
+    LIKED_SEEDS likes), the titles and abstracts of those the store holds, by key."""
     chosen: dict[str, list[str]] = {}
     for w in watchlists:
         likes = [k for k, v in ratings.get(w.name, {}).items() if v > 0]
-        if (w.ratings_only and w.feedback_weight > 0 and w.similarity_weight > 0
-                and 0 < len(likes) <= LIKED_SEEDS):
+        if compares_likes(w, len(likes)):
             chosen[w.name] = likes
     if not chosen:
         return {}

@@ -350,7 +350,7 @@ class Matcher:
             digest.update(repr(model.intercept).encode())
         rated = self._ratings.get(name, {})
         digest.update("\n".join(f"{k}\t{v}" for k, v in sorted(rated.items())).encode())
-        digest.update(w.alike_to.encode())  # whether its likes are compared is the run's call
+        digest.update(w.alike_to.encode())  # whether its likes (or seeds) are compared
         return digest.hexdigest()[:32]
 
     def volatile(self, name: str) -> bool:

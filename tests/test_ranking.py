@@ -12,7 +12,15 @@ import pytest
 import digest.pipeline as pipeline
 from digest.config import Keyword, WatchlistSettings
 from digest.models import Paper
-from digest.ranking import MIN_LIKES, Corpus, ModelError, ModelSet, WatchlistModel, train
+from digest.ranking import (
+    MIN_LIKES,
+    Corpus,
+    ModelError,
+    ModelSet,
+    WatchlistModel,
+    next_step,
+    train,
+)
 from digest.ranking.model import MIN_BACKGROUND, UNLIKE_SHARE
 from digest.scoring import Matcher
 from digest.similarity import SimilarityIndex
@@ -284,6 +292,29 @@ def test_what_likeness_and_models_send_together_is_what_scoring_every_pair_gives
     assert {n: [(m.paper.key, m.score) for m in ms] for n, ms in found.items()} == every
     assert all(len(every[n]) >= 5 for n in every)  # each sends some papers, not all
     assert all(len(every[n]) < len(papers) for n in every)
+
+
+@pytest.mark.parametrize(("extra", "action", "likes", "said"), [
+    ({}, "dislike", 0, "This paper will not be sent to taste again."),
+    ({}, "like", 1, "From the next run, taste looks for papers alike to the 1 paper liked "
+                    "for it; from 3 likes, and a paper to set them against, its ranking also "
+                    "learns from them."),
+    ({}, "save", 3, "From the next run, taste looks for papers alike to the 3 papers liked "
+                    "for it."),
+    ({}, "like", 51, "From the next run, the ranking of taste learns from the 51 papers liked "
+                     "for it."),
+    ({"keywords": keywords("speech")}, "like", 2,
+     "taste has 2 of the 3 likes its ranking needs before it learns from them."),
+    ({"keywords": keywords("speech")}, "like", 3,
+     "From the next run, the ranking of taste learns from the 3 papers liked for it."),
+    ({"similarity_weight": 0.0}, "like", 1,
+     "taste has 1 of the 3 likes its ranking needs before it learns from them."),
+    ({"feedback_weight": 0.0}, "like", 4,
+     "taste does not learn from ratings (its feedback_weight is 0)."),
+    ({"feedback_weight": 0.0}, "dislike", 4, "This paper will not be sent to taste again."),
+])
+def test_a_reader_is_told_what_the_next_digests_make_of_a_rating(extra, action, likes, said):
+    assert next_step(watchlist("taste", **extra), action, likes) == said
 
 
 def test_feedback_weight_zero_turns_learning_off_but_not_the_veto():

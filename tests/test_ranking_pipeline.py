@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 import digest.pipeline as pipeline
+import digest.ranking.likes as likes_module
 from digest.config import load_settings
 from digest.pipeline import Seams, build_matcher, run_once
 from digest.store import Store
@@ -170,7 +171,7 @@ def test_past_so_many_likes_the_model_alone_speaks(reader, monkeypatch):
     for arxiv_id in ("2611.00011", "2611.00012"):
         reader.rate("taste", arxiv_id, "like", later)
     settings = load_settings(reader.config, env={})
-    monkeypatch.setattr(pipeline, "LIKED_SEEDS", 2)
+    monkeypatch.setattr(likes_module, "LIKED_SEEDS", 2)
     with Store.open(reader.db) as store:
         texts = pipeline.liked_texts(settings.watchlists, store.ratings(), store)
         assert list(texts) == ["taste"]  # lora has rules of its own

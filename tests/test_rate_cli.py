@@ -42,7 +42,9 @@ def test_each_way_of_naming_a_paper_records_one_rating(env, capsys, name):
     assert rate(config, "like", name) == 0
     out = capsys.readouterr().out
     assert out == ("efficient-llms: like recorded for arxiv:2611.04001  LoRA-Flow: Dynamic "
-                   "Low-Rank Adapters for Multilingual Instruction Tuning\n")
+                   "Low-Rank Adapters for Multilingual Instruction Tuning\n"
+                   "efficient-llms has 1 of the 3 likes its ranking needs before it learns "
+                   "from them.\n")
     assert ratings(tmp_path) == [("efficient-llms", "arxiv:2611.04001", "like", "cli")]
     assert server.hits(API_PATH) == []  # stored papers need no lookup
 
@@ -52,8 +54,10 @@ def test_the_same_rating_again_is_already_recorded_and_a_new_one_replaces_it(env
     assert rate(config, "like", "2611.04001", "2305.14314") == 0
     capsys.readouterr()
     assert rate(config, "like", "2611.04001") == 0
-    assert capsys.readouterr().out.startswith(
+    again = capsys.readouterr().out
+    assert again.startswith(
         "efficient-llms: like already recorded for arxiv:2611.04001  LoRA-Flow")
+    assert "likes its ranking needs" not in again  # nothing new to say
     assert events(tmp_path) == 2
 
     assert rate(config, "dislike", "2611.04001") == 0
@@ -61,6 +65,7 @@ def test_the_same_rating_again_is_already_recorded_and_a_new_one_replaces_it(env
     out = capsys.readouterr().out
     assert "efficient-llms: dislike recorded for arxiv:2611.04001 (was like)" in out
     assert "efficient-llms: save recorded for arxiv:2305.14314 (was like)" in out
+    assert "This paper will not be sent to efficient-llms again." in out
     assert ratings(tmp_path) == [("efficient-llms", "arxiv:2305.14314", "save", "cli"),
                                  ("efficient-llms", "arxiv:2611.04001", "dislike", "cli")]
 

@@ -136,6 +136,9 @@ def test_following_a_like_link_shows_the_paper_and_records_only_on_post(settings
     assert recorded.status_code == 200
     assert f"Recorded: more like this for watchlist {WATCHLIST}" in recorded.text
     assert ratings(settings) == [(WATCHLIST, PAPER.key, "reader@example.org", "like", "web")]
+    # what the next digests make of it: this watchlist has rules, and one like of three
+    assert (f'<p id="next">{WATCHLIST} has 1 of the 3 likes its ranking needs before it '
+            "learns from them.</p>") in recorded.text
 
 
 def test_the_page_posts_itself_with_a_nonced_script(client):
@@ -151,7 +154,9 @@ def test_the_page_posts_itself_with_a_nonced_script(client):
 
 def test_clicking_twice_records_nothing_new(settings, client):
     path = link("dislike")
-    assert "Recorded: not for me" in client.post(path).text
+    first = client.post(path).text
+    assert "Recorded: not for me" in first
+    assert f"This paper will not be sent to {WATCHLIST} again." in first
     second = client.post(path)
     assert second.status_code == 200
     assert f"Already recorded: not for me for watchlist {WATCHLIST}" in second.text

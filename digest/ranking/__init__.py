@@ -1,6 +1,7 @@
 """What learns from readers' ratings: paper features and one model per watchlist. No I/O."""
 
 from digest.ranking.features import featurize
+from digest.ranking.likes import LIKED_SEEDS, compares_likes, next_step
 from digest.ranking.model import (
     MAX_BACKGROUND,
     MIN_LIKES,
@@ -13,5 +14,6 @@ from digest.ranking.model import (
     train,
 )
 
-__all__ = ["MAX_BACKGROUND", "MIN_LIKES", "Closest", "Corpus", "ModelError", "ModelSet",
-           "RatedPaper", "WatchlistModel", "featurize", "train"]
+__all__ = ["LIKED_SEEDS", "MAX_BACKGROUND", "MIN_LIKES", "Closest", "Corpus", "ModelError",
+           "ModelSet", "RatedPaper", "WatchlistModel", "compares_likes", "featurize",
+           "next_step", "train"]

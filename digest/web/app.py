@@ -32,6 +32,7 @@ from digest.deliver.feed_files import served_feeds
 from digest.errors import ConfigError, StoreError
 from digest.feedback import MAX_TOKEN_CHARS, LinkSigner, RatingLink
 from digest.models import Paper
+from digest.ranking.likes import next_step
 from digest.render import TITLE_CHARS, Renderer, safe_url, trim
 from digest.store import Store
 from digest.web.guard import NONCE_KEY, Guard
@@ -122,6 +123,7 @@ def create_app(settings: Settings, *, now: Callable[[], datetime] = lambda: date
     store_path = settings.store.path
     # A link made before a rename names the old watchlist: it rates the renamed one.
     current = {old: w.name for w in settings.watchlists for old in (w.name, *w.previous_names)}
+    watchlists = {w.name: w for w in settings.watchlists}
 
     def page(request: Request, template: str, *, status: int = 200, **context: Any
              ) -> Response:
@@ -166,6 +168,9 @@ def create_app(settings: Settings, *, now: Callable[[], datetime] = lambda: date
             outcome = store.rate(watchlist=link.watchlist, paper_key=link.paper_key,
                                  action=link.action, origin="web", now=now(),
                                  recipient=link.recipient)
+            likes = sum(v > 0 for v in store.ratings(link.watchlist).get(link.watchlist,
+                                                                         {}).values())
+        watchlist = watchlists.get(link.watchlist)
         log.info("rating watchlist=%s paper=%s action=%s changed=%s", link.watchlist,
                  link.paper_key, link.action, outcome.changed)
         undo_path = ""
@@ -176,7 +181,8 @@ def create_app(settings: Settings, *, now: Callable[[], datetime] = lambda: date
         return page(request, "recorded.html.j2", changed=outcome.changed,
                     watchlist=link.watchlist, action_label=ACTION_LABELS[link.action],
                     previous_label=previous, undo_path=undo_path,
-                    paper=PaperLink.of(rated.paper))
+                    paper=PaperLink.of(rated.paper),
+                    next_step=next_step(watchlist, link.action, likes) if watchlist else "")
 
     def undo(request: Request) -> Response:
         event_id = signer.verify_undo(request.path_params["token"])
