@@ -543,7 +543,6 @@ def _rate(settings: Settings, watchlist: str, action: str, wanted: list[str]) ->
             return EXIT_PARTIAL
         rated = rate(store, watchlist=watchlist, papers=[p for _, p in resolution.found],
                      action=action, origin="cli", now=now)
-        likes = sum(v > 0 for v in store.ratings(watchlist).get(watchlist, {}).values())
     for paper, outcome in rated:
         title = printable(paper.title, 100)
         if not outcome.changed:
@@ -551,11 +550,12 @@ def _rate(settings: Settings, watchlist: str, action: str, wanted: list[str]) ->
         else:
             was = f" (was {outcome.previous})" if outcome.previous else ""
             print(f"{watchlist}: {action} recorded for {paper.key}{was}  {title}")
-    if any(outcome.changed for _, outcome in rated):
-        from digest.ranking.likes import next_step
+    changed = sum(outcome.changed for _, outcome in rated)
+    if changed:
+        from digest.feedback import next_step
 
         [settings_of] = [w for w in settings.watchlists if w.name == watchlist]
-        print(next_step(settings_of, action, likes))
+        print(next_step(settings_of, action, changed))
     return EXIT_OK
 
 

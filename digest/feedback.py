@@ -16,6 +16,10 @@ from datetime import UTC, datetime
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
+from digest.config import WatchlistSettings
+from digest.ranking.likes import LIKED_SEEDS, compares_likes
+from digest.ranking.model import MIN_BACKGROUND, MIN_LIKES
+
 ACTIONS = ("like", "dislike", "save")
 # What each action records: save is kept apart from like but counts as one.
 ACTION_VALUES = {"like": 1, "save": 1, "dislike": -1}
@@ -169,3 +173,22 @@ def rating_urls(signer: LinkSigner, base_url: str, *, watchlist: str, paper_key:
 def more_page_url(signer: LinkSigner, base_url: str, link: MoreLink) -> str:
     """The web app's page of the papers a digest left out."""
     return f"{base_url.rstrip('/')}/more/{signer.more_token(link)}"
+
+
+def next_step(watchlist: WatchlistSettings, action: str, papers: int = 1) -> str:
+    """What the next digests of this watchlist make of a rating just recorded (``action``:
+    like, save or dislike) for ``papers`` papers. It holds whoever else rated them and
+    however many likes the watchlist has, and so says nothing of other readers' ratings:
+    readers' ratings of a paper are summed, and the page is shown to whoever clicks."""
+    name = watchlist.name
+    these, them = ("this paper", "it") if papers == 1 else ("these papers", "them")
+    if action == "dislike":
+        return f"{name} will not be sent {these} again, unless other readers of {name} like {them}."
+    if watchlist.feedback_weight <= 0:
+        return f"{name} does not learn from ratings (its feedback_weight is 0)."
+    learns = (f"from {MIN_LIKES} likes, with a paper to set them against (one disliked, or "
+              f"{MIN_BACKGROUND} unrated ones seen lately), its ranking learns from them")
+    if compares_likes(watchlist, 1):
+        return (f"From the next run, {name} looks for papers alike to those liked for it, "
+                f"while they are {LIKED_SEEDS} or fewer; {learns} too.")
+    return f"For {name}, {learns}."

@@ -43,8 +43,9 @@ def test_each_way_of_naming_a_paper_records_one_rating(env, capsys, name):
     out = capsys.readouterr().out
     assert out == ("efficient-llms: like recorded for arxiv:2611.04001  LoRA-Flow: Dynamic "
                    "Low-Rank Adapters for Multilingual Instruction Tuning\n"
-                   "efficient-llms has 1 of the 3 likes its ranking needs before it learns "
-                   "from them.\n")
+                   "For efficient-llms, from 3 likes, with a paper to set them against (one "
+                   "disliked, or 20 unrated ones seen lately), its ranking learns from "
+                   "them.\n")
     assert ratings(tmp_path) == [("efficient-llms", "arxiv:2611.04001", "like", "cli")]
     assert server.hits(API_PATH) == []  # stored papers need no lookup
 
@@ -57,7 +58,7 @@ def test_the_same_rating_again_is_already_recorded_and_a_new_one_replaces_it(env
     again = capsys.readouterr().out
     assert again.startswith(
         "efficient-llms: like already recorded for arxiv:2611.04001  LoRA-Flow")
-    assert "likes its ranking needs" not in again  # nothing new to say
+    assert "its ranking learns" not in again  # nothing new to say
     assert events(tmp_path) == 2
 
     assert rate(config, "dislike", "2611.04001") == 0
@@ -65,7 +66,8 @@ def test_the_same_rating_again_is_already_recorded_and_a_new_one_replaces_it(env
     out = capsys.readouterr().out
     assert "efficient-llms: dislike recorded for arxiv:2611.04001 (was like)" in out
     assert "efficient-llms: save recorded for arxiv:2305.14314 (was like)" in out
-    assert "This paper will not be sent to efficient-llms again." in out
+    assert ("efficient-llms will not be sent this paper again, unless other readers of "
+            "efficient-llms like it.") in out
     assert ratings(tmp_path) == [("efficient-llms", "arxiv:2305.14314", "save", "cli"),
                                  ("efficient-llms", "arxiv:2611.04001", "dislike", "cli")]
 

@@ -136,9 +136,10 @@ def test_following_a_like_link_shows_the_paper_and_records_only_on_post(settings
     assert recorded.status_code == 200
     assert f"Recorded: more like this for watchlist {WATCHLIST}" in recorded.text
     assert ratings(settings) == [(WATCHLIST, PAPER.key, "reader@example.org", "like", "web")]
-    # what the next digests make of it: this watchlist has rules, and one like of three
-    assert (f'<p id="next">{WATCHLIST} has 1 of the 3 likes its ranking needs before it '
-            "learns from them.</p>") in recorded.text
+    # what the next digests make of it: this watchlist has rules of its own
+    assert (f'<p id="next">For {WATCHLIST}, from 3 likes, with a paper to set them against '
+            "(one disliked, or 20 unrated ones seen lately), its ranking learns from them.</p>"
+            ) in recorded.text
 
 
 def test_the_page_posts_itself_with_a_nonced_script(client):
@@ -156,10 +157,12 @@ def test_clicking_twice_records_nothing_new(settings, client):
     path = link("dislike")
     first = client.post(path).text
     assert "Recorded: not for me" in first
-    assert f"This paper will not be sent to {WATCHLIST} again." in first
+    assert (f"{WATCHLIST} will not be sent this paper again, unless other readers of "
+            f"{WATCHLIST} like it.") in first
     second = client.post(path)
     assert second.status_code == 200
     assert f"Already recorded: not for me for watchlist {WATCHLIST}" in second.text
+    assert 'id="next"' not in second.text  # nothing new was recorded, nothing to say
     assert "/u/" not in second.text  # nothing new, so nothing to undo
     assert events(settings) == 1
     assert len(ratings(settings)) == 1

@@ -30,9 +30,8 @@ from starlette.routing import BaseRoute, Mount, Route
 from digest.config import MIN_SECRET_CHARS, Settings
 from digest.deliver.feed_files import served_feeds
 from digest.errors import ConfigError, StoreError
-from digest.feedback import MAX_TOKEN_CHARS, LinkSigner, RatingLink
+from digest.feedback import MAX_TOKEN_CHARS, LinkSigner, RatingLink, next_step
 from digest.models import Paper
-from digest.ranking.likes import next_step
 from digest.render import TITLE_CHARS, Renderer, safe_url, trim
 from digest.store import Store
 from digest.web.guard import NONCE_KEY, Guard
@@ -168,8 +167,6 @@ def create_app(settings: Settings, *, now: Callable[[], datetime] = lambda: date
             outcome = store.rate(watchlist=link.watchlist, paper_key=link.paper_key,
                                  action=link.action, origin="web", now=now(),
                                  recipient=link.recipient)
-            likes = sum(v > 0 for v in store.ratings(link.watchlist).get(link.watchlist,
-                                                                         {}).values())
         watchlist = watchlists.get(link.watchlist)
         log.info("rating watchlist=%s paper=%s action=%s changed=%s", link.watchlist,
                  link.paper_key, link.action, outcome.changed)
@@ -182,7 +179,8 @@ def create_app(settings: Settings, *, now: Callable[[], datetime] = lambda: date
                     watchlist=link.watchlist, action_label=ACTION_LABELS[link.action],
                     previous_label=previous, undo_path=undo_path,
                     paper=PaperLink.of(rated.paper),
-                    next_step=next_step(watchlist, link.action, likes) if watchlist else "")
+                    next_step=next_step(watchlist, link.action)
+                    if watchlist and outcome.changed else "")
 
     def undo(request: Request) -> Response:
         event_id = signer.verify_undo(request.path_params["token"])
