@@ -812,8 +812,9 @@ with Store.open(path) as store:
 
 
 def stored_papers(bench: Bench, *, watchlists: int, items: int, stored: int) -> None:
-    """Two consecutive days with ``watchlists`` similar_to watchlists, on a store that
-    already holds ``stored`` papers from the year before."""
+    """Three consecutive days with ``watchlists`` similar_to watchlists, on a store that
+    already holds ``stored`` papers from the year before. The first run prunes what is
+    older than keep_days; from the third, a day adds and prunes about what the next does."""
     command = f"{COMMAND} --watchlists {watchlists} --items {items} --stored-papers {stored}"
     command += bench.options()
     rng = Random(f"similar-{bench.seed}")
@@ -821,7 +822,7 @@ def stored_papers(bench: Bench, *, watchlists: int, items: int, stored: int) -> 
         " ".join([*rng.choices(FILLER, k=12), *spec.keywords[:2]]),))
         for spec in make_watchlists(watchlists, bench.vocabulary, bench.seed)]
     print(f"\n== stored papers: {watchlists} watchlists with similar_to, on a store already "
-          f"holding {stored} papers; two consecutive days, a new {items}-paper listing each")
+          f"holding {stored} papers; three consecutive days, a new {items}-paper listing each")
     print(f"command: {command}")
     directory = bench.workdir("stored")
     words = "\n".join(FILLER + list(bench.vocabulary.terms)) + "\n"
@@ -831,17 +832,17 @@ def stored_papers(bench: Bench, *, watchlists: int, items: int, stored: int) -> 
                    env=bench.environment(), cwd=directory, timeout=bench.timeout)
     print(f"  store filled with {stored} papers in {time.perf_counter() - started:.1f} s, "
           f"{store_size(directory) / 2**20:.1f} MiB")
-    two_days(bench, directory, specs, items=items, after="")
+    two_days(bench, directory, specs, items=items, after="", days=3)
     bench.done_with(directory)
 
 
 def two_days(bench: Bench, directory: Path, specs: list[WatchlistSpec], *, items: int,
-             after: str) -> None:
-    """Two consecutive runs on the store in ``directory``, a new listing each, and their
-    figures; every watchlist sends a digest each day."""
+             after: str, days: int = 2) -> None:
+    """Two (or ``days``) consecutive runs on the store in ``directory``, a new listing
+    each, and their figures; every watchlist sends a digest each day."""
     config: Path | None = None
     rows = []
-    for day in (1, 2):
+    for day in range(1, days + 1):
         listing = make_listing(items, first=(day - 1) * items, vocabulary=bench.vocabulary,
                                watchlists=specs, seed=bench.seed)
         bench.feed.body = listing.body

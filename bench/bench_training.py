@@ -164,7 +164,7 @@ def score(database: str, count: int, whole: bool, likeness: bool) -> None:
         store.record_batch("day", day, SourceState(), NOW)
         start = time.perf_counter()
         liked = liked_texts(watchlists, ratings, store) if likeness else {}
-        index = (SimilarityIndex.from_counts(*store.term_counts(similarity_tokens))
+        index = (SimilarityIndex.from_counts(*store.term_weights(similarity_tokens)[:2])
                  if liked else None)
     matcher = Matcher(watchlists, models=models, ratings=ratings, similarity=index, liked=liked)
     setup = time.perf_counter() - start

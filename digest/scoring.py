@@ -138,6 +138,7 @@ class _Compiled:
     # (a ratings-only watchlist's liked papers); "" for neither
     alike_to: str = ""
     alike_keys: frozenset[str] = frozenset()  # those papers: not "like" themselves
+    alike_texts: str = ""  # a digest of their texts: the profile is theirs, weighed
     ratings_only: bool = False  # no terms, authors or seeds: its likes are all it has
     # its terms written as acronyms (ASR), each with the atoms of its terms that could be
     # what it stands for (speech recognition): a paper that defines it otherwise means
@@ -220,13 +221,16 @@ class Matcher:
         models: Mapping[str, WatchlistModel] | None = None,
         ratings: Mapping[str, Mapping[str, int]] | None = None,
         liked: Mapping[str, Mapping[str, str]] | None = None,
+        similarity_taken: str = "",
     ) -> None:
         """``models`` are the watchlists' trained models; ``ratings`` their rated papers
         (+1 liked, -1 disliked), so that a disliked paper is never sent again.
         ``seed_keys`` names the stored papers among each watchlist's ``seeds``; ``liked``
         the texts of a ratings-only watchlist's liked papers, by key: it compares each
-        paper with them as similar_to does with seeds."""
+        paper with them as similar_to does with seeds. ``similarity_taken`` names the
+        word counts ``similarity`` holds: verdicts kept under others are scored again."""
         self.similarity = similarity
+        self.similarity_taken = similarity_taken
         self._atoms: dict[tuple[str, str], int] = {}
         self._atom_terms: list[Term] = []
         self._regexes: list[Term] = []
@@ -279,6 +283,7 @@ class Matcher:
                 texts = (seeds or {}).get(settings.name, [])
                 if texts:
                     profile = similarity.profile(texts)
+                    compiled.alike_texts = _digest_of(texts)
                     compiled.alike_to = "text"
                     compiled.alike_keys = frozenset((seed_keys or {}).get(settings.name, ()))
             texts_liked = (liked or {}).get(settings.name)
@@ -288,6 +293,7 @@ class Matcher:
                     if key not in vectors:
                         vectors[key] = similarity.vector(text)
                 profile = centroid(vectors[key] for key in texts_liked)
+                compiled.alike_texts = _digest_of(f"{k}\t{t}" for k, t in texts_liked.items())
                 compiled.alike_to = "likes"
                 compiled.alike_keys = frozenset(texts_liked)
                 compiled.plain = False
@@ -350,16 +356,16 @@ class Matcher:
             digest.update(repr(model.intercept).encode())
         rated = self._ratings.get(name, {})
         digest.update("\n".join(f"{k}\t{v}" for k, v in sorted(rated.items())).encode())
-        digest.update(w.alike_to.encode())  # whether its likes (or seeds) are compared
+        if w.alike_to:  # what its seeds or likes are, and the word counts that weigh them
+            digest.update(f"{w.alike_to}\n{w.alike_texts}\n{self.similarity_taken}".encode())
         return digest.hexdigest()[:32]
 
     def volatile(self, name: str) -> bool:
         """Whether a watchlist's verdict on a paper can change with nothing changed but the
-        day (a recency boost) or the store (similar_to, and likeness to the liked papers,
-        weigh words by the whole store): such a watchlist is scored over the whole window
-        every run."""
-        w = self.watchlists[name]
-        return bool(w.settings.recency_boost or w.settings.similar_to or w.alike_to)
+        day (a recency boost): such a watchlist is scored over the whole window every run.
+        Likeness to seeds or likes is weighed by word counts taken at one moment, which
+        its fingerprint names (see ``Store.term_weights``)."""
+        return bool(self.watchlists[name].settings.recency_boost)
 
     def _atom(self, term: Term) -> int:
         if term.key not in self._atoms:
@@ -628,6 +634,14 @@ class Matcher:
         if w.ratings_only:
             return LEARNED_ALONE
         return max(LEARNED_PAST_RULES, model.alone)
+
+
+def _digest_of(texts: Iterable[str]) -> str:
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:32]
 
 
 def _lean_floor(s: WatchlistSettings) -> float:

@@ -11,6 +11,7 @@ import pytest
 
 import digest.pipeline as pipeline
 from digest.config import Keyword, WatchlistSettings
+from digest.feedback import next_step
 from digest.models import Paper
 from digest.ranking import (
     MIN_LIKES,
@@ -18,7 +19,6 @@ from digest.ranking import (
     ModelError,
     ModelSet,
     WatchlistModel,
-    next_step,
     train,
 )
 from digest.ranking.model import MIN_BACKGROUND, UNLIKE_SHARE
@@ -224,8 +224,9 @@ def likeness(*likes: Paper, **extra) -> Matcher:
     index = SimilarityIndex(f"{p.title}. {p.abstract}" for p in
                             [*(speech(i) for i in range(len(SPEECH))), *filler()])
     names = extra.pop("names", ("taste",))
+    taken = extra.pop("taken", "counts of 8 papers")
     return Matcher([watchlist(name, **extra) for name in names], similarity=index,
-                   liked={name: texts for name in names})
+                   liked={name: texts for name in names}, similarity_taken=taken)
 
 
 def test_one_like_is_enough_for_a_ratings_only_watchlist_to_send_papers_like_it():
@@ -240,7 +241,11 @@ def test_one_like_is_enough_for_a_ratings_only_watchlist_to_send_papers_like_it(
     assert reason.describe().startswith("alike to the papers you liked (")
     assert "speech" in reason.value and "streaming" in reason.value
     assert "no term" in matcher.explain(far, now=NOW)[0].verdict
-    assert matcher.volatile("taste")  # weighed by the store's words, as similar_to is
+    # weighed by the store's word counts as taken: kept verdicts hold while they do
+    assert not matcher.volatile("taste")
+    assert matcher.fingerprint("taste") == likeness(speech(0)).fingerprint("taste")
+    assert matcher.fingerprint("taste") != likeness(speech(0), taken="anew").fingerprint("taste")
+    assert matcher.fingerprint("taste") != likeness(speech(1)).fingerprint("taste")
 
 
 def test_likeness_to_the_likes_is_only_for_watchlists_of_ratings_alone():
@@ -249,7 +254,8 @@ def test_likeness_to_the_likes_is_only_for_watchlists_of_ratings_alone():
     ruled = likeness(speech(0), keywords=keywords("transcribes"))
     [match] = ruled.match(close, now=NOW)
     assert [r.kind for r in match.reasons] == ["term"]
-    assert not ruled.volatile("taste")
+    assert ruled.fingerprint("taste") == likeness(
+        speech(0), keywords=keywords("transcribes"), taken="anew").fingerprint("taste")
     # nor for one that does not learn from ratings
     assert likeness(speech(0), feedback_weight=0.0).match(close, now=NOW) == []
 
@@ -294,27 +300,28 @@ def test_what_likeness_and_models_send_together_is_what_scoring_every_pair_gives
     assert all(len(every[n]) < len(papers) for n in every)
 
 
-@pytest.mark.parametrize(("extra", "action", "likes", "said"), [
-    ({}, "dislike", 0, "This paper will not be sent to taste again."),
-    ({}, "like", 1, "From the next run, taste looks for papers alike to the 1 paper liked "
-                    "for it; from 3 likes, and a paper to set them against, its ranking also "
-                    "learns from them."),
-    ({}, "save", 3, "From the next run, taste looks for papers alike to the 3 papers liked "
-                    "for it."),
-    ({}, "like", 51, "From the next run, the ranking of taste learns from the 51 papers liked "
-                     "for it."),
-    ({"keywords": keywords("speech")}, "like", 2,
-     "taste has 2 of the 3 likes its ranking needs before it learns from them."),
-    ({"keywords": keywords("speech")}, "like", 3,
-     "From the next run, the ranking of taste learns from the 3 papers liked for it."),
-    ({"similarity_weight": 0.0}, "like", 1,
-     "taste has 1 of the 3 likes its ranking needs before it learns from them."),
-    ({"feedback_weight": 0.0}, "like", 4,
+LEARNS = ("from 3 likes, with a paper to set them against (one disliked, or 20 unrated "
+          "ones seen lately), its ranking learns from them")
+
+
+@pytest.mark.parametrize(("extra", "action", "papers", "said"), [
+    ({}, "dislike", 1, "taste will not be sent this paper again, unless other readers of "
+                       "taste like it."),
+    ({}, "dislike", 2, "taste will not be sent these papers again, unless other readers of "
+                       "taste like them."),
+    ({}, "like", 1, "From the next run, taste looks for papers alike to those liked for it, "
+                    f"while they are 50 or fewer; {LEARNS} too."),
+    ({}, "save", 1, "From the next run, taste looks for papers alike to those liked for it, "
+                    f"while they are 50 or fewer; {LEARNS} too."),
+    ({"keywords": keywords("speech")}, "like", 1, f"For taste, {LEARNS}."),
+    ({"similarity_weight": 0.0}, "like", 1, f"For taste, {LEARNS}."),
+    ({"feedback_weight": 0.0}, "like", 1,
      "taste does not learn from ratings (its feedback_weight is 0)."),
-    ({"feedback_weight": 0.0}, "dislike", 4, "This paper will not be sent to taste again."),
+    ({"feedback_weight": 0.0}, "dislike", 1,
+     "taste will not be sent this paper again, unless other readers of taste like it."),
 ])
-def test_a_reader_is_told_what_the_next_digests_make_of_a_rating(extra, action, likes, said):
-    assert next_step(watchlist("taste", **extra), action, likes) == said
+def test_a_reader_is_told_what_the_next_digests_make_of_a_rating(extra, action, papers, said):
+    assert next_step(watchlist("taste", **extra), action, papers) == said
 
 
 def test_feedback_weight_zero_turns_learning_off_but_not_the_veto():

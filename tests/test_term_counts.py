@@ -68,3 +68,18 @@ def test_a_store_never_counted_keeps_no_retired_texts(tmp_path):
         store.record_references([paper(1, rng, version=2)], NOW)
         store.db.execute("DELETE FROM papers")
         assert store.db.execute("SELECT COUNT(*) FROM term_counts_retired").fetchone()[0] == 0
+
+
+def test_the_counts_similarity_is_weighed_by_hold_until_the_store_moves_by_a_twentieth(
+        tmp_path):
+    rng = random.Random(9)
+    with Store.open(tmp_path / "digest.db") as store:
+        store.record_references([paper(n, rng) for n in range(100)], NOW)
+        first = store.term_weights(tokens)
+        assert first[:2] == whole_count(store)
+        store.record_references([paper(n, rng) for n in range(100, 105)], NOW)  # 5%: holds
+        assert store.term_weights(tokens) == first
+        assert store.term_counts(tokens) == whole_count(store) != first[:2]
+        store.record_references([paper(105, rng)], NOW)  # over 5%: taken anew
+        again = store.term_weights(tokens)
+        assert again[:2] == whole_count(store) and again[2] > first[2]

@@ -17,6 +17,7 @@ import pytest
 from digest.config import load_settings
 from digest.deliver.base import Composed
 from digest.errors import DeliveryError
+from digest.models import Paper
 from digest.pipeline import Seams, run_once
 from digest.store import Store
 
@@ -56,6 +57,30 @@ channels = ["mail"]
 max_papers = 2
 {extra}
 """
+# Watchlists that weigh a paper's words by the store's word counts: seeds, and likes.
+ALIKE = """
+[[watchlists]]
+name = "alike"
+similar_to = ["LoRA adapter meets quantization. We study speech and agents in depth."]
+min_similarity = 0.2
+channels = ["chat"]
+max_papers = 3
+[[watchlists]]
+name = "taste"
+feedback_weight = 5
+channels = ["mail"]
+max_papers = 3
+"""
+
+
+def references(count: int) -> list[Paper]:
+    """Older papers for the store to hold, never news: with them, a day's papers move the
+    word counts by a few hundredths, and the counts similarity is weighed by hold a while."""
+    rng = random.Random(11)
+    return [Paper(key=f"arxiv:2601.{n:05d}", arxiv_id=f"2601.{n:05d}", url="u",
+                  title=" ".join(rng.sample(WORDS, 3)),
+                  abstract=" ".join(rng.choice(WORDS) for _ in range(8)),
+                  published=START - timedelta(days=300)) for n in range(count)]
 
 
 def rss(items: list[dict[str, Any]]) -> bytes:
@@ -156,6 +181,10 @@ webhook_url_env = "HOOK"
 def test_kept_matches_send_what_scoring_the_whole_window_sends(tmp_path):
     kept, whole = (Install(tmp_path / "kept", incremental=True),
                    Install(tmp_path / "whole", incremental=False))
+    for install in (kept, whole):
+        install.write(extra=ALIKE, lookback=3)
+        with Store.open(install.directory / "digest.db") as store:
+            store.record_references(references(1000), START - timedelta(days=1))
     rng = random.Random(7)
     listings: list[list[dict[str, Any]]] = []
     scored_then: list[int] = []
@@ -166,10 +195,17 @@ def test_kept_matches_send_what_scoring_the_whole_window_sends(tmp_path):
             for old in listings[-1][:6]:
                 items.append({**old, "version": 2, "type": "replace",
                               "abstract": "A LoRA adapter for quantization and speech."})
+        if day == 1:  # likes for the watchlist of ratings alone
+            for install in (kept, whole):
+                with Store.open(install.directory / "digest.db") as store:
+                    for key in ("arxiv:2611.00001", "arxiv:2611.00002"):
+                        store.rate(watchlist="taste", paper_key=key, action="like",
+                                   origin="cli", now=now)
         if day == 3:  # a watchlist edited, and one added
             for install in (kept, whole):
-                install.write(extra='[[watchlists]]\nname = "graphs"\nkeywords = ["graphs"]\n'
-                                    'channels = ["mail"]', lookback=3, compress='"tokens"')
+                install.write(extra=ALIKE + '[[watchlists]]\nname = "graphs"\n'
+                                    'keywords = ["graphs"]\nchannels = ["mail"]', lookback=3,
+                              compress='"tokens"')
         if day == 4:  # a channel down for the day: its digests wait
             for install in (kept, whole):
                 install.failing = {"chat"}
@@ -182,7 +218,7 @@ def test_kept_matches_send_what_scoring_the_whole_window_sends(tmp_path):
                                    origin="cli", now=now)
         if day == 6:  # a longer window brings back papers that had left it
             for install in (kept, whole):
-                install.write(extra="", lookback=5, compress='"tokens"')
+                install.write(extra=ALIKE, lookback=5, compress='"tokens"')
         listings.append(items)
         listing = rss(items)
         assert kept.run(listing, now) == whole.run(listing, now), f"day {day}"
@@ -191,15 +227,15 @@ def test_kept_matches_send_what_scoring_the_whole_window_sends(tmp_path):
             scored_then.append(store.db.execute("SELECT COUNT(*) FROM matches").fetchone()[0])
     assert len(kept.sent) > 20
     assert {d["watchlist"] for d in kept.sent} == {"lora", "compress", "people", "gated",
-                                                   "fresh", "graphs"}
+                                                   "fresh", "graphs", "alike", "taste"}
     assert all(scored_then)
 
 
-def test_a_steady_day_scores_only_the_new_papers(tmp_path):
-    install = Install(tmp_path / "kept", incremental=True)
+def scoring_lines(install: Install, days: int) -> list[str]:
+    """The "scoring ..." progress lines of ``days`` daily runs, each on a new listing."""
     rng = random.Random(3)
     lines: list[str] = []
-    for day in range(3):
+    for day in range(days):
         listing = rss(day_listing(day, rng))
         settings = load_settings(install.config, env={"HOOK": "https://hooks.example/x"})
         seams = Seams(
@@ -208,7 +244,11 @@ def test_a_steady_day_scores_only_the_new_papers(tmp_path):
             sleep=lambda s: None, now=lambda day=day: START + timedelta(days=day),
             channel_factory=lambda c: Recorder(c.name, install.sent, install.failing))
         run_once(settings, seams=seams, progress=lines.append)
-    scoring = [line for line in lines if line.startswith("scoring ")]
+    return [line for line in lines if line.startswith("scoring ")]
+
+
+def test_a_steady_day_scores_only_the_new_papers(tmp_path):
+    scoring = scoring_lines(Install(tmp_path / "kept", incremental=True), 3)
     # Day 1 scores its 30 papers for every watchlist; later days score only their own 30
     # for all but the one with a recency boost, which is scored over the window each day.
     assert scoring[0] == "scoring 30 papers against 5 watchlists"
@@ -219,6 +259,24 @@ def test_a_steady_day_scores_only_the_new_papers(tmp_path):
         "scoring 90 papers against 1 watchlist",
         "scoring 30 new or changed papers against 4 watchlists (the rest of the window is "
         "kept)"]
+
+
+def test_likeness_kept_while_the_word_counts_hold_is_not_scored_again(tmp_path):
+    install = Install(tmp_path / "kept", incremental=True)
+    install.write(extra=ALIKE, lookback=3)
+    with Store.open(install.directory / "digest.db") as store:
+        store.record_references(references(2000), START - timedelta(days=1))
+    scoring = scoring_lines(install, 3)
+    # 30 papers a day on 2,000 move the counts by 1.5%: the seeded watchlist keeps what
+    # it scored, and only the one with a recency boost is scored over the window
+    assert scoring[1:] == [
+        "scoring 60 papers against 1 watchlist",
+        "scoring 30 new or changed papers against 6 watchlists (the rest of the window is "
+        "kept)",
+        "scoring 90 papers against 1 watchlist",
+        "scoring 30 new or changed papers against 6 watchlists (the rest of the window is "
+        "kept)"]
+    assert any(d["watchlist"] == "alike" for d in install.sent)
 
 
 @pytest.mark.parametrize("change", ["abstract", "categories", "upvotes"])
