@@ -96,23 +96,21 @@ def score_window(
     for w in watchlists:
         out.open[w.name] = [m for m in fresh[w.name] if still_open(w.name, m.paper.key)]
         out.matched[w.name] = len(fresh[w.name])
-    # Kept matches: counted all, read (reasons and paper) only when a channel may use them.
-    wanted: dict[str, list[tuple[str, float, str]]] = defaultdict(list)
+    # Kept matches: counted all, read (reasons and paper) only when a channel may use them,
+    # one at a time: a window's kept matches can be millions, their rows twice the matches.
     kept_names = [n for names in resume.values() for n in names]
-    for name, key, score, reasons in store.kept_matches(since, kept_names):
+    upvotes = store.upvotes(store.recent_keys(since)) if kept_names else {}
+    named = {name: name for name in kept_names}  # one string per name, not one per row
+    for row_name, key, score, reasons in store.kept_matches(since, kept_names):
+        name = named[row_name]
         if key in rescored[name]:
             continue
         out.matched[name] += 1
-        if still_open(name, key):
-            wanted[name].append((key, score, reasons))
-    upvotes = store.upvotes({key for rows in wanted.values() for key, _, _ in rows})
-    for name, rows in wanted.items():
-        for key, score, reasons in rows:
-            if key in upvotes:  # a paper the store still holds
-                paper = stubs.get(key) or stubs.setdefault(key, Paper(
-                    key=key, title="", url="", upvotes=upvotes[key]))
-                out.open[name].append(Match(paper=paper, watchlist=name, score=score,
-                                            reasons=reasons_from_json(reasons)))
+        if still_open(name, key) and key in upvotes:  # a paper the store still holds
+            paper = stubs.get(key) or stubs.setdefault(key, Paper(
+                key=key, title="", url="", upvotes=upvotes[key]))
+            out.open[name].append(Match(paper=paper, watchlist=name, score=score,
+                                        reasons=reasons_from_json(reasons)))
     store.keep_scores({w.name: KeptScores(fingerprints[w.name], w.name in out.whole,
                                           fresh[w.name], rescored[w.name])
                        for w in watchlists}, through=through, since=since, now=now)

@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import sqlite3
+import sys
 import zlib
 from array import array
 from bisect import bisect_left
@@ -1649,7 +1650,7 @@ def reasons_json(reasons: Iterable[Reason]) -> str:
 def reasons_from_json(text: str) -> tuple[Reason, ...]:
     """Reasons read back. Many kept matches share the same reasons (one term, in the title):
     they share the one tuple read, which is immutable."""
-    return tuple(Reason(kind, value, field, points, count, weight)
+    return tuple(Reason(sys.intern(kind), value, sys.intern(field), points, count, weight)
                  for kind, value, field, points, count, weight in json.loads(text))
 
 
