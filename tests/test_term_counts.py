@@ -70,7 +70,7 @@ def test_a_store_never_counted_keeps_no_retired_texts(tmp_path):
         assert store.db.execute("SELECT COUNT(*) FROM term_counts_retired").fetchone()[0] == 0
 
 
-def test_the_counts_similarity_is_weighed_by_hold_until_the_store_moves_by_a_twentieth(
+def test_the_counts_similarity_is_weighed_by_hold_until_a_twentieth_of_the_store_moved(
         tmp_path):
     rng = random.Random(9)
     with Store.open(tmp_path / "digest.db") as store:
@@ -83,3 +83,9 @@ def test_the_counts_similarity_is_weighed_by_hold_until_the_store_moves_by_a_twe
         store.record_references([paper(105, rng)], NOW)  # over 5%: taken anew
         again = store.term_weights(tokens)
         assert again[:2] == whole_count(store) and again[2] > first[2]
+        # as many papers as before, new versions with new texts: each text came and went
+        store.record_references([paper(n, rng, version=2) for n in (1, 2)], NOW)
+        assert store.term_weights(tokens) == again  # 4 of 106 moved: held
+        store.record_references([paper(3, rng, version=2)], NOW)
+        last = store.term_weights(tokens)  # 6 of 106 moved: taken anew
+        assert last[1] == again[1] and last[:2] == whole_count(store) and last[2] > again[2]

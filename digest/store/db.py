@@ -36,9 +36,10 @@ log = logging.getLogger(__name__)
 # record_listing: a chunk's papers and rows stay small, and a 100,000-item listing costs
 # 200 commits. Also under SQLite's limit on the values of one statement.
 CHUNK = 500
-# The share by which the store may grow or shrink before the word counts that similar_to
-# and likes are weighed by are taken anew (see Store.term_weights). A word's weight is
-# the log of its rarity: a twentieth more papers moves it by at most log(1.05), 0.05.
+# The share of the store's papers that may come, go or change before the word counts that
+# similar_to and likes are weighed by are taken anew (see Store.term_weights): until then
+# they are those of a store that differs from today's by no more than that, and exactly
+# those that the kept matches were scored under.
 TERM_WEIGHTS_DRIFT = 0.05
 
 # The tables that file rows under a channel's or a watchlist's name: what Store.rename moves.
@@ -704,30 +705,33 @@ class Store:
                      progress: Callable[[str], None] = lambda line: None,
                      ) -> tuple[dict[str, int], int, int]:
         """The term counts (see ``term_counts``) as taken at one moment, the papers stored
-        then, and the moment (a change number). They are taken anew once the store holds
-        more or fewer papers than then by over TERM_WEIGHTS_DRIFT of them, so that what
-        was scored under them holds for many runs."""
+        then, and the moment (a change number). They are taken anew once the papers that
+        came, went or changed since outnumber TERM_WEIGHTS_DRIFT of those then, so that
+        what was scored under them holds for many runs."""
         with self.writing("count the stored papers' words"):
             papers = self._count_terms(terms_of, progress)
             state = self.db.execute(
-                "SELECT papers, taken FROM term_weights_state").fetchone()
-            if state is None or abs(papers - state[0]) > TERM_WEIGHTS_DRIFT * state[0]:
+                "SELECT papers, taken, moved FROM term_weights_state").fetchone()
+            if state is None or state[2] > TERM_WEIGHTS_DRIFT * state[0]:
                 self.db.execute("DELETE FROM term_weights")
                 self.db.execute("INSERT INTO term_weights (term, papers) "
                                 "SELECT term, papers FROM term_counts")
-                state = (papers, self.last_change())
-                self.db.execute("INSERT OR REPLACE INTO term_weights_state (id, papers, taken) "
-                                "VALUES (1, ?, ?)", list(state))
+                state = (papers, self.last_change(), 0)
+                self.db.execute("INSERT OR REPLACE INTO term_weights_state "
+                                "(id, papers, taken, moved) VALUES (1, ?, ?, ?)", list(state))
             found = {term: count for term, count in self.db.execute(
                 "SELECT term, papers FROM term_weights")}
         return found, int(state[0]), int(state[1])
 
     def _count_terms(self, terms_of: Callable[[str], Iterable[str]],
                      progress: Callable[[str], None]) -> int:
-        """Bring the term counts up to date (see ``term_counts``); the papers stored."""
+        """Bring the term counts up to date (see ``term_counts``), and add the papers that
+        came, went or changed to those since the counts were taken (``term_weights``);
+        the papers stored."""
         state = self.db.execute("SELECT through, papers FROM term_counts_state").fetchone()
         through = self.last_change()
         counts: Counter[str] = Counter()
+        moved = 0
         if state is None:
             progress(f"counting the words of {self.papers_count()} stored papers for "
                      "similar_to (once; later runs count only what changed)")
@@ -741,11 +745,14 @@ class Store:
                     "SELECT p.title, p.abstract FROM paper_changes c JOIN papers p "
                     "ON p.key = c.paper_key WHERE c.seq > ?", [state[0]]):
                 counts.update(set(terms_of(f"{title}. {abstract}")))
+                moved += 1
             for title, abstract in self.db.execute(
                     "SELECT title, abstract FROM term_counts_retired"):
                 counts.subtract(set(terms_of(f"{title}. {abstract}")))
+                moved += 1
             self.db.execute("DELETE FROM term_counts_retired")
             self._add_term_counts(counts)
+        self.db.execute("UPDATE term_weights_state SET moved = moved + ?", [moved])
         papers = self.papers_count()
         self.db.execute("INSERT OR REPLACE INTO term_counts_state (id, through, papers) "
                         "VALUES (1, ?, ?)", [through, papers])

@@ -303,14 +303,15 @@ MIGRATIONS: list[str] = [
     CREATE INDEX ratings_by_paper ON ratings(paper_key);
     """,
     # 12: the word counts that similar_to and likes are weighed by, as taken at one moment
-    #     and kept until the store has grown or shrunk by a twentieth: papers scored under
-    #     them need no scoring again while they hold.
+    #     and kept until a twentieth of the store's papers came, went or changed since:
+    #     papers scored under them need no scoring again while they hold.
     """
     CREATE TABLE term_weights (term TEXT PRIMARY KEY, papers INTEGER NOT NULL) WITHOUT ROWID;
     CREATE TABLE term_weights_state (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         papers INTEGER NOT NULL,
-        taken INTEGER NOT NULL
+        taken INTEGER NOT NULL,
+        moved INTEGER NOT NULL DEFAULT 0
     );
     """,
 ]
