@@ -148,7 +148,7 @@ def build_matcher(
         return Matcher(watchlists, models=models, ratings=ratings)
     if fetcher is not None and similar:
         _record_seeds(similar, store, fetcher, seed_url, now, progress)
-    counts, papers, taken = store.term_weights(similarity_tokens, progress)
+    counts, papers, taking = store.term_weights(similarity_tokens, progress)
     index = SimilarityIndex.from_counts(counts, papers)
     seeds: dict[str, list[str]] = {}
     seed_keys: dict[str, set[str]] = {}
@@ -170,7 +170,7 @@ def build_matcher(
         seeds[watchlist.name] = texts
     return Matcher(watchlists, similarity=index, seeds=seeds, seed_keys=seed_keys,
                    models=models, ratings=ratings, liked=liked,
-                   similarity_taken=f"{papers} papers at change {taken}")
+                   similarity_taken=f"word counts taken the {taking}. time, of {papers} papers")
 
 
 def liked_texts(watchlists: Iterable[WatchlistSettings], ratings: Mapping[str, Mapping[str, int]],

@@ -342,8 +342,9 @@ class Matcher:
 
     def fingerprint(self, name: str) -> str:
         """What a watchlist's verdicts depend on besides the paper: its definition as
-        scoring reads it, its model, its disliked papers, and the scoring code itself.
-        Matches kept under the same fingerprint are what scoring again would give."""
+        scoring reads it, its model, its ratings, the texts of its seeds or likes and the
+        word counts they are weighed by, and the scoring code itself. Matches kept under
+        the same fingerprint are what scoring again would give."""
         w = self.watchlists[name]
         definition = replace(w.settings, channels=(), max_papers=0, schedule=None,
                              timezone=None, heartbeat=False, previous_names=())

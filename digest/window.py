@@ -2,12 +2,12 @@
 scores for the papers that are new or changed since.
 
 A watchlist's matches are kept in the store under a fingerprint of everything its verdicts
-depend on (its definition, its model and ratings, the scoring code, the window's length).
-While the fingerprint holds, only papers added or changed after the last scored change
-number are scored again, so a run costs what the day brought, not what the window holds.
-A watchlist whose verdicts move with the day or the whole store (a recency boost,
-similar_to), or whose fingerprint changed, is scored over the whole window, as every
-watchlist is with ``incremental=False``.
+depend on (its definition, its model and ratings, the texts of its seeds or likes and the
+word counts they are weighed by, the scoring code, the window's length). While the
+fingerprint holds, only papers added or changed after the last scored change number are
+scored again, so a run costs what the day brought, not what the window holds. A watchlist
+whose verdicts move with the day (a recency boost), or whose fingerprint changed, is
+scored over the whole window, as every watchlist is with ``incremental=False``.
 """
 
 from __future__ import annotations

@@ -4,12 +4,15 @@ count over the whole store, through new papers, new versions, other changes and 
 from __future__ import annotations
 
 import random
+import sqlite3
+from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from digest.models import Paper
 from digest.similarity import SimilarityIndex, tokens
 from digest.store import Store
+from digest.store.schema import MIGRATIONS, statements
 
 NOW = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)
 WORDS = ["adapter", "rank", "speech", "graph", "molecule", "quantization", "retrieval",
@@ -89,3 +92,21 @@ def test_the_counts_similarity_is_weighed_by_hold_until_a_twentieth_of_the_store
         store.record_references([paper(3, rng, version=2)], NOW)
         last = store.term_weights(tokens)  # 6 of 106 moved: taken anew
         assert last[1] == again[1] and last[:2] == whole_count(store) and last[2] > again[2]
+
+
+def test_counts_taken_under_schema_12_carry_on_under_13(tmp_path):
+    """Schema 12 kept the taken counts without what moved since or which taking it was."""
+    path = tmp_path / "digest.db"
+    rng = random.Random(4)
+    with closing(sqlite3.connect(path)) as db:
+        for number, script in enumerate(MIGRATIONS[:12], start=1):
+            for statement in statements(script):
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {number}")
+        db.execute("INSERT INTO term_weights_state (id, papers, taken) VALUES (1, 100, 7)")
+        db.commit()
+    with Store.open(path) as store:
+        store.record_references([paper(n, rng) for n in range(100)], NOW)
+        counts, papers, taking = store.term_weights(tokens)
+        # the words were never counted: counted now, and taken anew, the second time
+        assert (counts, papers) == whole_count(store) and taking == 2

@@ -705,23 +705,24 @@ class Store:
                      progress: Callable[[str], None] = lambda line: None,
                      ) -> tuple[dict[str, int], int, int]:
         """The term counts (see ``term_counts``) as taken at one moment, the papers stored
-        then, and the moment (a change number). They are taken anew once the papers that
+        then, and which taking it is (1, 2, ...). They are taken anew once the papers that
         came, went or changed since outnumber TERM_WEIGHTS_DRIFT of those then, so that
         what was scored under them holds for many runs."""
         with self.writing("count the stored papers' words"):
             papers = self._count_terms(terms_of, progress)
             state = self.db.execute(
-                "SELECT papers, taken, moved FROM term_weights_state").fetchone()
-            if state is None or state[2] > TERM_WEIGHTS_DRIFT * state[0]:
+                "SELECT papers, moved, taking FROM term_weights_state").fetchone()
+            if state is None or state[1] > TERM_WEIGHTS_DRIFT * state[0]:
                 self.db.execute("DELETE FROM term_weights")
                 self.db.execute("INSERT INTO term_weights (term, papers) "
                                 "SELECT term, papers FROM term_counts")
-                state = (papers, self.last_change(), 0)
+                state = (papers, 0, (state[2] if state else 0) + 1)
                 self.db.execute("INSERT OR REPLACE INTO term_weights_state "
-                                "(id, papers, taken, moved) VALUES (1, ?, ?, ?)", list(state))
+                                "(id, papers, taken, moved, taking) VALUES (1, ?, ?, ?, ?)",
+                                [papers, self.last_change(), 0, state[2]])
             found = {term: count for term, count in self.db.execute(
                 "SELECT term, papers FROM term_weights")}
-        return found, int(state[0]), int(state[1])
+        return found, int(state[0]), int(state[2])
 
     def _count_terms(self, terms_of: Callable[[str], Iterable[str]],
                      progress: Callable[[str], None]) -> int:
@@ -737,6 +738,7 @@ class Store:
                      "similar_to (once; later runs count only what changed)")
             for text in self.texts():
                 counts.update(set(terms_of(text)))
+                moved += 1  # counted anew: so are the counts taken
             self.db.execute("DELETE FROM term_counts")
             self.db.execute("DELETE FROM term_counts_retired")
             self._add_term_counts(counts)

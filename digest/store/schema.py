@@ -303,16 +303,21 @@ MIGRATIONS: list[str] = [
     CREATE INDEX ratings_by_paper ON ratings(paper_key);
     """,
     # 12: the word counts that similar_to and likes are weighed by, as taken at one moment
-    #     and kept until a twentieth of the store's papers came, went or changed since:
-    #     papers scored under them need no scoring again while they hold.
+    #     and kept a while: papers scored under them need no scoring again while they hold.
     """
     CREATE TABLE term_weights (term TEXT PRIMARY KEY, papers INTEGER NOT NULL) WITHOUT ROWID;
     CREATE TABLE term_weights_state (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         papers INTEGER NOT NULL,
-        taken INTEGER NOT NULL,
-        moved INTEGER NOT NULL DEFAULT 0
+        taken INTEGER NOT NULL
     );
+    """,
+    # 13: how many papers came, went or changed since the counts were taken, which says
+    #     when to take them anew (a store that prunes as many as it adds keeps its count),
+    #     and which taking it is, so that no two takings are ever confused.
+    """
+    ALTER TABLE term_weights_state ADD COLUMN moved INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE term_weights_state ADD COLUMN taking INTEGER NOT NULL DEFAULT 1;
     """,
 ]
 
