@@ -175,13 +175,16 @@ def more_page_url(signer: LinkSigner, base_url: str, link: MoreLink) -> str:
     return f"{base_url.rstrip('/')}/more/{signer.more_token(link)}"
 
 
-def next_step(watchlist: WatchlistSettings, action: str, papers: int = 1) -> str:
-    """What the next digests of this watchlist make of a rating just recorded (``action``:
-    like, save or dislike) for ``papers`` papers. It holds whoever else rated them and
-    however many likes the watchlist has, and so says nothing of other readers' ratings:
-    readers' ratings of a paper are summed, and the page is shown to whoever clicks."""
+def next_step(watchlist: WatchlistSettings, action: str | None, papers: int = 1) -> str:
+    """What the next digests of this watchlist make of a rating just recorded for
+    ``papers`` papers (``action``: like, save or dislike; None when an undo left the
+    paper unrated). It holds whoever else rated them and however many likes the watchlist
+    has, and so says nothing of other readers' ratings: readers' ratings of a paper are
+    summed, and the page is shown to whoever clicks."""
     name = watchlist.name
     these, them = ("this paper", "it") if papers == 1 else ("these papers", "them")
+    if action is None:
+        return f"{these.capitalize()} is unrated for {name} again, as if never rated."
     if action == "dislike":
         return f"{name} will not be sent {these} again, unless other readers of {name} like {them}."
     if watchlist.feedback_weight <= 0:

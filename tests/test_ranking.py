@@ -319,6 +319,7 @@ LEARNS = ("from 3 likes, with a paper to set them against (one disliked, or 20 u
      "taste does not learn from ratings (its feedback_weight is 0)."),
     ({"feedback_weight": 0.0}, "dislike", 1,
      "taste will not be sent this paper again, unless other readers of taste like it."),
+    ({}, None, 1, "This paper is unrated for taste again, as if never rated."),
 ])
 def test_a_reader_is_told_what_the_next_digests_make_of_a_rating(extra, action, papers, said):
     assert next_step(watchlist("taste", **extra), action, papers) == said

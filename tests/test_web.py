@@ -175,6 +175,8 @@ def test_undo_removes_a_first_rating_and_says_what_is_in_force(settings, client)
     undone = client.post(undo_path(recorded.text, path))
     assert undone.status_code == 200
     assert f"In force now for watchlist <strong>{WATCHLIST}</strong>: no rating." in undone.text
+    assert f'<p id="next">This paper is unrated for {WATCHLIST} again, as if never rated.</p>' \
+        in undone.text
     assert ratings(settings) == []
     twice = client.post(undo_path(recorded.text, path))
     assert "Nothing to undo" in twice.text and ratings(settings) == []
@@ -187,6 +189,7 @@ def test_undo_of_a_changed_mind_puts_the_earlier_rating_back(settings, client):
     undone = client.post(undo_path(changed.text, link("dislike")))
     assert "In force now for watchlist <strong>efficient-llms</strong>: more like this." in (
         undone.text)
+    assert "For efficient-llms, from 3 likes" in undone.text  # what the like in force does
     assert ratings(settings)[0][3] == "like"
 
 

@@ -197,8 +197,10 @@ def create_app(settings: Settings, *, now: Callable[[], datetime] = lambda: date
         log.info("rating undone watchlist=%s paper=%s now=%s", outcome.watchlist,
                  outcome.paper_key, outcome.action)
         shown = PaperLink.of(paper) if paper else PaperLink(title=outcome.paper_key, url="")
+        watchlist = watchlists.get(outcome.watchlist)
         return page(request, "undone.html.j2", undone=True, watchlist=outcome.watchlist,
-                    action_label=ACTION_LABELS.get(outcome.action or "", ""), paper=shown)
+                    action_label=ACTION_LABELS.get(outcome.action or "", ""), paper=shown,
+                    next_step=next_step(watchlist, outcome.action or None) if watchlist else "")
 
     def rating(request: Request) -> Response:
         # One route for both methods, so that a 405 lists them both in Allow.
