@@ -832,14 +832,14 @@ def stored_papers(bench: Bench, *, watchlists: int, items: int, stored: int) -> 
                    env=bench.environment(), cwd=directory, timeout=bench.timeout)
     print(f"  store filled with {stored} papers in {time.perf_counter() - started:.1f} s, "
           f"{store_size(directory) / 2**20:.1f} MiB")
-    two_days(bench, directory, specs, items=items, after="", days=3)
+    daily_runs(bench, directory, specs, items=items, after="", days=3)
     bench.done_with(directory)
 
 
-def two_days(bench: Bench, directory: Path, specs: list[WatchlistSpec], *, items: int,
-             after: str, days: int = 2) -> None:
-    """Two (or ``days``) consecutive runs on the store in ``directory``, a new listing
-    each, and their figures; every watchlist sends a digest each day."""
+def daily_runs(bench: Bench, directory: Path, specs: list[WatchlistSpec], *, items: int,
+               after: str, days: int = 2) -> None:
+    """``days`` consecutive runs on the store in ``directory``, a new listing each, and
+    their figures; every watchlist sends a digest each day."""
     config: Path | None = None
     rows = []
     for day in range(1, days + 1):
@@ -921,7 +921,7 @@ def history(bench: Bench, *, watchlists: int, items: int, days: int) -> None:
         timeout=bench.timeout)
     print(f"  store filled in {time.perf_counter() - started:.1f} s: "
           f"{filled.stdout.strip()}, {store_size(directory) / 2**20:.0f} MiB")
-    two_days(bench, directory, specs, items=items, after=" after the history")
+    daily_runs(bench, directory, specs, items=items, after=" after the history")
     print("  each day also prunes the day that left store.keep_days (365); compare with "
           "--days, whose first run starts from an empty store")
     bench.done_with(directory)

@@ -301,7 +301,9 @@ def main() -> None:
           f"match_many with reasons {result['scored']:.1f} s, {result['sent']} matches named "
           f"by their nearest rated paper; peak RSS {result['peak']:.0f} MB")
     print(f"  with up to {LIKED_SEEDS} likes, each paper is also compared with a watchlist's "
-          f"likes: set-up (the store's word counts, the likes' profiles) {result['setup']:.1f} s")
+          f"likes: setting up the matcher (with the store's word counts and the likes' "
+          f"profiles) {result['setup']:.1f} s, against {alone['setup']:.1f} s for the models "
+          "alone")
     print(f"baseline, the same with every model decoded whole up front: peak RSS "
           f"{whole['peak']:.0f} MB, match_many {whole['scored']:.1f} s")
     print(f"baseline, the models alone (no paper compared with the likes): match_many "

@@ -99,7 +99,7 @@ def score_window(
     # Kept matches: counted all, read (reasons and paper) only when a channel may use them,
     # one at a time: a window's kept matches can be millions, their rows twice the matches.
     kept_names = [n for names in resume.values() for n in names]
-    upvotes = store.upvotes(store.recent_keys(since)) if kept_names else {}
+    upvotes = store.recent_upvotes(since) if kept_names else {}
     named = {name: name for name in kept_names}  # one string per name, not one per row
     for row_name, key, score, reasons in store.kept_matches(since, kept_names):
         name = named[row_name]

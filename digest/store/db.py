@@ -713,13 +713,14 @@ class Store:
             state = self.db.execute(
                 "SELECT papers, moved, taking FROM term_weights_state").fetchone()
             if state is None or state[1] > TERM_WEIGHTS_DRIFT * state[0]:
+                taking = (state[2] if state else 0) + 1
                 self.db.execute("DELETE FROM term_weights")
                 self.db.execute("INSERT INTO term_weights (term, papers) "
                                 "SELECT term, papers FROM term_counts")
-                state = (papers, 0, (state[2] if state else 0) + 1)
                 self.db.execute("INSERT OR REPLACE INTO term_weights_state "
-                                "(id, papers, taken, moved, taking) VALUES (1, ?, ?, ?, ?)",
-                                [papers, self.last_change(), 0, state[2]])
+                                "(id, papers, taken, moved, taking) VALUES (1, ?, ?, 0, ?)",
+                                [papers, self.last_change(), taking])
+                state = (papers, 0, taking)
             found = {term: count for term, count in self.db.execute(
                 "SELECT term, papers FROM term_weights")}
         return found, int(state[0]), int(state[2])
@@ -777,6 +778,11 @@ class Store:
             self.db.conn.executemany(
                 "INSERT OR REPLACE INTO word_forms (word, made_by, forms) VALUES (?, ?, ?)",
                 [(word, made_by, json.dumps(sorted(found))) for word, found in forms.items()])
+
+    def recent_upvotes(self, since: datetime) -> dict[str, int | None]:
+        """The upvotes of each paper first seen since ``since``, by key."""
+        return dict(self.db.execute(
+            "SELECT key, upvotes FROM papers WHERE first_seen >= ?", [_iso(since)]))
 
     def recent_keys(self, since: datetime) -> set[str]:
         """Keys of the papers first seen since ``since``, without reading the papers."""
@@ -1316,11 +1322,6 @@ class Store:
     def papers(self, keys: Iterable[str]) -> dict[str, Paper]:
         """Stored papers by key; keys the store does not hold are absent."""
         return {row["key"]: _paper_from_row(row) for row in self._papers_by_key("*", keys)}
-
-    def upvotes(self, keys: Iterable[str]) -> dict[str, int | None]:
-        """Each stored paper's upvotes, by key, without reading the rest of it."""
-        return {row["key"]: row["upvotes"]
-                for row in self._papers_by_key("key, upvotes", keys)}
 
     def _papers_by_key(self, columns: str, keys: Iterable[str]) -> Iterator[dict[str, Any]]:
         """These columns of the stored papers with these keys, CHUNK keys a query (under
