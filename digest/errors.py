@@ -81,3 +81,9 @@ class Interrupted(KeyboardInterrupt):
     source or channel may record it as that source's or channel's failure. It unwinds the
     run; each store transaction it crosses rolls back, so only facts that happened remain.
     """
+
+
+def describe_unexpected(exc: BaseException) -> str:
+    """One line naming an exception nobody planned for: its type and its message."""
+    message = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

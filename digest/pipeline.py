@@ -11,7 +11,9 @@ import hashlib
 import logging
 import os
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -21,6 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from digest.calendar import EASTERN, Announcement, Calendar, days_label, eastern_date
+from digest.composer import ComposeFailed, Composer, Job, workers_for
 from digest.config import ChannelSettings, Settings, WatchlistSettings
 from digest.deliver import CHANNELS, Channel, ChannelContext, Outbox, settings_fingerprint
 from digest.errors import (
@@ -32,6 +35,7 @@ from digest.errors import (
     ParseError,
     SourceError,
     StoreError,
+    describe_unexpected,
 )
 from digest.feedback import LinkSigner, MoreLink, more_page_url, rating_urls
 from digest.http import Fetcher, is_local, local_path
@@ -88,6 +92,9 @@ class Seams:
     # False scores the whole window against every watchlist, ignoring the matches kept
     # from earlier runs: the straightforward path, which the kept one must equal.
     incremental: bool = True
+    # Worker processes that compose digests: None lets the run decide (composer.py), 0
+    # composes every digest in this process.
+    compose_workers: int | None = None
 
 
 def _stoppable(seams: Seams) -> Seams:
@@ -365,6 +372,20 @@ LEFT_OUT_MAX_PAPERS = 200
 
 
 @dataclass(frozen=True)
+class Planned:
+    """A digest handed to be composed, and what recording it will need."""
+
+    job: Job
+    watchlist: str
+    channel: str
+    papers: int
+    ranked: list[Match]
+    others: list[list[Match]]
+    more: MorePage | None
+    heartbeat: str | None
+
+
+@dataclass(frozen=True)
 class MorePage:
     """Where a digest about to be composed will list its left-out papers: the id and the
     moment it is to be recorded under, and the signed URL naming both."""
@@ -375,7 +396,7 @@ class MorePage:
 
 
 def more_page(settings: Settings, store: Store, watchlist: str,
-              now: datetime) -> MorePage | None:
+              now: datetime, *, ahead: int = 0) -> MorePage | None:
     """The "N more" page of the next digest, once [web] has an address and a key.
 
     The URL must name the digest's id, yet the payload carrying it is composed before the
@@ -391,7 +412,7 @@ def more_page(settings: Settings, store: Store, watchlist: str,
     secret = web.secret.reveal() if web.secret else ""
     if not web.base_url or not secret:  # feedback_links has warned of a missing key
         return None
-    digest_id = store.next_digest_id()
+    digest_id = store.next_digest_id() + ahead
     url = more_page_url(LinkSigner(secret), web.base_url,
                         MoreLink(digest_id=digest_id, watchlist=watchlist, created_at=now))
     return MorePage(digest_id=digest_id, at=now, url=url)
@@ -757,12 +778,6 @@ def heartbeat_text(report: RunReport, read: int) -> str:
     return f"nothing matched today ({read} new paper{'s' if read != 1 else ''} read)"
 
 
-def describe_unexpected(exc: Exception) -> str:
-    """One line naming an exception nobody planned for: its type and its message."""
-    message = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-
-
 def _deliver(
     settings: Settings,
     store: Store,
@@ -784,7 +799,56 @@ def _deliver(
             channels[name] = factory(settings.channels[name])
         return channels[name]
 
+    # A channel that sends each digest as one message on a session of its own (email)
+    # transmits in the background while the next digest is composed. One digest at most
+    # is in flight, and its outcome is recorded, by this thread, before the next one
+    # goes: what is sent, refused or broken reads as if every send had waited.
+    courier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="send") \
+        if outbox is None else None
+    in_flight: list[tuple[Future[Any], OpenDigest, DeliveryReport]] = []
+
+    def failed(open_digest: OpenDigest, entry: DeliveryReport, caught: Exception) -> None:
+        exc = caught if isinstance(caught, DeliveryError) else DeliveryError(
+            describe_unexpected(caught), channel=open_digest.channel)
+        if exc is not caught:
+            log.debug("channel=%s failed unexpectedly", open_digest.channel,
+                      exc_info=(type(caught), caught, caught.__traceback__))
+        entry.status = "failed_permanent" if exc.permanent else "failed_temporary"
+        entry.error = str(exc)
+        store.mark_failed(open_digest.id, str(exc), permanent=exc.permanent, now=seams.now(),
+                          fingerprint=fingerprints[open_digest.channel])
+        if not exc.permanent:
+            broken[open_digest.channel] = f"not tried: {exc}"
+        log.warning("channel=%s digest=%d failed: %s", open_digest.channel, open_digest.id,
+                    exc)
+
+    def delivered(open_digest: OpenDigest, entry: DeliveryReport,
+                  refused: Mapping[str, tuple[bool, str]] | None) -> None:
+        store.mark_sent(open_digest.id, seams.now(), refused=refused)
+        entry.status = "sent"
+        if refused:
+            entry.refused = tuple(sorted(refused))
+            entry.error = "refused by " + "; ".join(
+                f"{address} ({reason})" for address, (_, reason) in sorted(refused.items()))
+        progress(f"sent {open_digest.watchlist} to {open_digest.channel} "
+                 f"({entry.papers} papers)")
+
+    def settle() -> None:
+        """Wait for the digest in flight, if any, and record how it went."""
+        if not in_flight:
+            return
+        future, open_digest, entry = in_flight.pop()
+        try:
+            refused = future.result()
+        except StoreError:
+            raise
+        except Exception as caught:  # a bug in one channel must not cost the others
+            failed(open_digest, entry, caught)
+            return
+        delivered(open_digest, entry, refused)
+
     def send(open_digest: OpenDigest, resent: bool) -> None:
+        settle()
         entry = DeliveryReport(watchlist=open_digest.watchlist, channel=open_digest.channel,
                                papers=len(open_digest.paper_keys), status="pending",
                                digest_id=open_digest.id, resent=resent)
@@ -804,35 +868,25 @@ def _deliver(
                 return
             progress(f"sending digest {open_digest.id} ({open_digest.watchlist} to "
                      f"{open_digest.channel})")
-            refused = channel(open_digest.channel).send(
+            target = channel(open_digest.channel)
+            if courier is not None and getattr(target, "sends_in_background", False):
+                in_flight.append((courier.submit(target.send, open_digest.payload,
+                                                 parts_sent=open_digest.parts_sent,
+                                                 on_part_sent=lambda n: None),
+                                  open_digest, entry))
+                return
+            refused = target.send(
                 open_digest.payload, parts_sent=open_digest.parts_sent,
                 on_part_sent=lambda n: store.mark_part_sent(open_digest.id, n, seams.now()))
         except StoreError:
             raise  # the store is broken, not the channel: stop the run
         except Exception as caught:  # a bug in one channel must not cost the others
-            exc = caught if isinstance(caught, DeliveryError) else DeliveryError(
-                describe_unexpected(caught), channel=open_digest.channel)
-            if exc is not caught:
-                log.debug("channel=%s failed unexpectedly", open_digest.channel, exc_info=True)
-            entry.status = "failed_permanent" if exc.permanent else "failed_temporary"
-            entry.error = str(exc)
-            store.mark_failed(open_digest.id, str(exc), permanent=exc.permanent, now=seams.now(),
-                              fingerprint=fingerprints[open_digest.channel])
-            if not exc.permanent:
-                broken[open_digest.channel] = f"not tried: {exc}"
-            log.warning("channel=%s digest=%d failed: %s", open_digest.channel, open_digest.id,
-                        exc)
+            failed(open_digest, entry, caught)
             return
-        store.mark_sent(open_digest.id, seams.now(), refused=refused)
-        entry.status = "sent"
-        if refused:
-            entry.refused = tuple(sorted(refused))
-            entry.error = "refused by " + "; ".join(
-                f"{address} ({reason})" for address, (_, reason) in sorted(refused.items()))
-        progress(f"sent {open_digest.watchlist} to {open_digest.channel} "
-                 f"({entry.papers} papers)")
+        delivered(open_digest, entry, refused)
 
     def resend_to_refused(open_digest: OpenDigest, recipients: list[str]) -> None:
+        settle()
         entry = DeliveryReport(watchlist=open_digest.watchlist, channel=open_digest.channel,
                                papers=len(open_digest.paper_keys), status="pending",
                                digest_id=open_digest.id, resent=True)
@@ -865,6 +919,7 @@ def _deliver(
 
     fingerprints = {name: settings_fingerprint(settings.channels[name])
                     for name in channel_names}
+    closing: list[Callable[[], None]] = []
     try:
         # A digest that failed for good is tried again once its channel was corrected.
         for digest_id in store.requeue_changed(fingerprints, seams.now()):
@@ -903,12 +958,52 @@ def _deliver(
         for watchlist_settings in selected:
             for channel_name in watchlist_settings.channels:
                 sharing.setdefault(channel_name, []).append(watchlist_settings.name)
+        # Digests are composed in order, perhaps some ahead in worker processes, and
+        # recorded and sent in the same order. A channel's next digest is planned only
+        # once its last one is recorded: what that one carried is no longer open.
+        planned: deque[Planned] = deque()
+        composer = Composer(
+            channel=channel, settings=settings.channels, http=settings.http,
+            renderer=seams.renderer, web_base_url=settings.web.base_url,
+            workers=0 if seams.channel_factory is not None else workers_for(
+                sum(len(w.channels) for w in selected), seams.compose_workers))
+        closing.append(composer.close)
+
+        def finish_one() -> None:
+            plan = planned.popleft()
+            try:
+                composed = plan.job.result()
+            except ComposeFailed as exc:  # this digest waits for the next run; others go on
+                log.warning("channel=%s watchlist=%s cannot compose: %s", plan.channel,
+                            plan.watchlist, exc)
+                report.deliveries.append(DeliveryReport(
+                    watchlist=plan.watchlist, channel=plan.channel, papers=plan.papers,
+                    status="failed_temporary", error=f"cannot compose: {exc}"))
+                return
+            if plan.more is None:
+                digest_id = store.create_digest(composed.digest, composed.payload,
+                                                seams.now())
+            else:  # recorded under the id and at the moment its "N more" link names
+                digest_id = store.create_digest(
+                    composed.digest, composed.payload, plan.more.at,
+                    digest_id=plan.more.digest_id,
+                    left_out=left_out(plan.ranked, len(composed.digest.matches), plan.others))
+            keys = tuple(m.paper.key for m in composed.digest.matches)
+            candidates.queued(plan.channel, keys)
+            send(OpenDigest(id=digest_id, channel=plan.channel, watchlist=plan.watchlist,
+                            status="pending", payload=composed.payload, parts_sent=0,
+                            attempts=0, paper_keys=keys), resent=False)
+            if plan.heartbeat is not None:
+                report.deliveries[-1].heartbeat = plan.heartbeat  # the entry send() added
+
         for watchlist_settings in selected:
             name = watchlist_settings.name
             summary = WatchlistReport(name=name, recent=window.papers,
                                       matched=window.matched[name])
             report.watchlists.append(summary)
             for channel_name in watchlist_settings.channels:
+                while any(plan.channel == channel_name for plan in planned):
+                    finish_one()
                 ranked = rank(m for m in scored[name]
                               if candidates.open(channel_name, m.paper.key))
                 summary.unsent = max(summary.unsent, len(ranked))
@@ -926,43 +1021,38 @@ def _deliver(
                         continue
                 _check_stop(seams)
                 progress(f"composing {name} for {channel_name}")
-                more = more_page(settings, store, name, seams.now()) if matches else None
-                try:
-                    composed = channel(channel_name).compose(Digest(
-                        watchlist=name, channel=channel_name,
-                        matches=tuple(matches), created_at=seams.now(),
-                        # a heartbeat saying "no arXiv announcement" need not say it twice
-                        notes=tuple(n for n in notes if not heartbeat or heartbeat not in n),
-                        feedback=feedback_links(settings, name,
-                                                [m.paper.key for m in matches]),
-                        heartbeat=heartbeat, matched=matched,
-                        timezone=watchlist_settings.timezone or settings.schedule.timezone,
-                        more_url=more.url if more else None))
-                except Exception as exc:  # this digest waits for the next run; others go on
-                    problem = str(exc) if isinstance(exc, DigestError) else \
-                        describe_unexpected(exc)
-                    log.warning("channel=%s watchlist=%s cannot compose: %s", channel_name,
-                                name, problem)
-                    log.debug("compose failed", exc_info=True)
-                    report.deliveries.append(DeliveryReport(
-                        watchlist=name, channel=channel_name, papers=len(matches),
-                        status="failed_temporary", error=f"cannot compose: {problem}"))
-                    continue
-                if more is None:
-                    digest_id = store.create_digest(composed.digest, composed.payload,
-                                                    seams.now())
-                else:  # recorded under the id and at the moment its "N more" link names
-                    digest_id = store.create_digest(
-                        composed.digest, composed.payload, more.at, digest_id=more.digest_id,
-                        left_out=left_out(ranked, len(composed.digest.matches), others))
-                keys = tuple(m.paper.key for m in composed.digest.matches)
-                candidates.queued(channel_name, keys)
-                send(OpenDigest(id=digest_id, channel=channel_name, watchlist=name,
-                                status="pending", payload=composed.payload, parts_sent=0,
-                                attempts=0, paper_keys=keys), resent=False)
-                if heartbeat is not None:
-                    report.deliveries[-1].heartbeat = heartbeat  # the entry send() added
+                # The ids of the digests planned before this one are spoken for.
+                more = more_page(settings, store, name, seams.now(),
+                                 ahead=len(planned)) if matches else None
+                job = composer.submit(channel_name, Digest(
+                    watchlist=name, channel=channel_name,
+                    matches=tuple(matches), created_at=seams.now(),
+                    # a heartbeat saying "no arXiv announcement" need not say it twice
+                    notes=tuple(n for n in notes if not heartbeat or heartbeat not in n),
+                    feedback=feedback_links(settings, name, [m.paper.key for m in matches]),
+                    heartbeat=heartbeat, matched=matched,
+                    timezone=watchlist_settings.timezone or settings.schedule.timezone,
+                    more_url=more.url if more else None))
+                planned.append(Planned(job=job, watchlist=name, channel=channel_name,
+                                       papers=len(matches), ranked=ranked, others=others,
+                                       more=more, heartbeat=heartbeat))
+                while len(planned) > composer.ahead:
+                    finish_one()
+        while planned:
+            finish_one()
+        settle()
     finally:
+        for close in closing:
+            close()
+        if courier is not None:
+            courier.shutdown(wait=True)  # a message on the wire is let finish
+            if in_flight:  # the run stopped with one in flight: record how it went
+                stopped_at = in_flight[0][1].id
+                try:
+                    settle()
+                except Exception:  # the error that stopped the run is the one to tell
+                    log.warning("the outcome of digest %d could not be recorded; it will be "
+                                "sent again", stopped_at, exc_info=True)
         for name, open_channel in channels.items():
             try:
                 open_channel.close()

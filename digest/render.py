@@ -284,8 +284,9 @@ def _wordwrap(environment: jinja2.Environment, text: str, width: int, break_long
 
 class Renderer:
     def __init__(self, directory: Path | None = None) -> None:
+        self.directory = directory or templates_dir()
         self.env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(str(directory or templates_dir())),
+            loader=jinja2.FileSystemLoader(str(self.directory)),
             autoescape=jinja2.select_autoescape(["html", "html.j2"], default_for_string=True),
             undefined=jinja2.StrictUndefined,
             trim_blocks=True,

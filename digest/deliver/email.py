@@ -205,6 +205,12 @@ class SmtpConnections:
 class EmailChannel:
     kind = "email"
     Options: ClassVar[type[opt.KindOptions]] = EmailOptions
+    # A digest is one message and needs nothing of the run while it travels, so the run
+    # composes the next one meanwhile (the outcome is still recorded before the next send).
+    sends_in_background: ClassVar[bool] = True
+    # Composing needs only the digest and the channel's settings: a run with many digests
+    # has worker processes compose them (digest/composer.py).
+    composes_apart: ClassVar[bool] = True
 
     def __init__(
         self,
