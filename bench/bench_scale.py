@@ -11,7 +11,8 @@ expected (one digest per watchlist). Figures are printed, never judged.
 
 Scenarios (only those asked for run; the scale one when none is):
   (scale)               --watchlists N, --items M, --repeat K runs, each from an empty
-                        store: wall time, CPU time (user+sys) and peak RSS of the run
+                        store: wall time, CPU time (user+sys) and peak RSS of the run, its
+                        worker processes included
   --days D              D consecutive runs on one store, each with a new listing of M
                         papers never seen before: per run, the figures and the store's size
   --feed-sizes A,B,...  one run per listing size, at N watchlists, each from an empty store
@@ -498,15 +499,37 @@ class Sample:
 # Starts the measured command from a small process of its own and reports the command's own
 # rusage. On Linux a child forked from this (large) benchmark process and then exec'ing the
 # command keeps, as its peak RSS, this process's size at the fork: at 100,000 items that
-# was the generated listing, not the run.
+# was the generated listing, not the run. A run may start worker processes (composing
+# digests), whose memory ru_maxrss does not add to the run's: the launcher also samples the
+# RSS of the command and all its descendants together every 20 ms, and the peak reported is
+# the larger of the two.
 LAUNCHER = """
-import json, os, sys
+import json, os, sys, threading, time
 pid = os.fork()
 if pid == 0:
     os.execvp(sys.argv[2], sys.argv[2:])
+peak = [0]
+def tree_rss(root):
+    total, todo = 0, [root]
+    while todo:
+        proc = todo.pop()
+        try:
+            with open(f"/proc/{proc}/status") as status:
+                total += next(int(l.split()[1]) for l in status if l.startswith("VmRSS:"))
+            for task in os.listdir(f"/proc/{proc}/task"):
+                with open(f"/proc/{proc}/task/{task}/children") as children:
+                    todo += [int(c) for c in children.read().split()]
+        except (OSError, StopIteration, ValueError):
+            pass
+    return total
+def sample():
+    while True:
+        peak[0] = max(peak[0], tree_rss(pid))
+        time.sleep(0.02)
+threading.Thread(target=sample, daemon=True).start()
 _, status, usage = os.wait4(pid, 0)
 with open(sys.argv[1], "w") as report:
-    json.dump([usage.ru_utime, usage.ru_stime, usage.ru_maxrss], report)
+    json.dump([usage.ru_utime, usage.ru_stime, max(usage.ru_maxrss, peak[0])], report)
 code = os.waitstatus_to_exitcode(status)
 sys.exit(code if code >= 0 else 128 - code)
 """
@@ -514,8 +537,8 @@ sys.exit(code if code >= 0 else 128 - code)
 
 def measure(argv: Sequence[str], *, cwd: Path, timeout: float,
             env: dict[str, str] | None = None) -> Sample:
-    """Run ``argv`` to its end; its own rusage comes from wait4 in a small launcher (ru_maxrss
-    is in KiB)."""
+    """Run ``argv`` to its end; its rusage (its waited-for workers' CPU included) comes from
+    wait4 in a small launcher, its peak RSS (KiB) with its workers' as sampled there."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
             tempfile.TemporaryDirectory() as scratch:
         report = Path(scratch) / "rusage.json"
