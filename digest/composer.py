@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -46,11 +47,24 @@ def workers_for(digests: int, asked: int | None) -> int:
     none), else one per CPU but one, when there are enough digests to pay for them."""
     if asked is not None:
         return max(0, asked)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-        os.cpu_count() or 1)
+    cpus = usable_cpus()
     if digests < POOL_FROM_DIGESTS or cpus < 2:
         return 0
     return max(1, cpus - 1)
+
+
+def usable_cpus(quota_file: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """CPUs this process may use: those it may run on, and no more than a container's
+    CPU quota (cgroup v2 ``cpu.max``, e.g. "200000 100000" for 2) allows."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+    try:
+        quota, period = quota_file.read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota here
+    return cpus
 
 
 @dataclass
@@ -148,6 +162,7 @@ class Composer:
         return self._here(channel_name, digest)
 
     def close(self) -> None:
+        self.ahead = 0
         if self._pool is not None:
             pool, self._pool = self._pool, None
             pool.shutdown(wait=True, cancel_futures=True)
@@ -159,6 +174,9 @@ _WORKER: dict[str, Any] = {}
 
 
 def _start_worker(http: HttpSettings, templates: Path, web_base_url: str | None) -> None:
+    # Ctrl-C in a terminal reaches the whole process group: the run decides what stops,
+    # and its workers end when it shuts them down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER["context"] = ChannelContext(http=http, renderer=Renderer(templates),
                                         web_base_url=web_base_url)
     _WORKER["channels"] = {}

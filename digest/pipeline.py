@@ -376,6 +376,7 @@ class Planned:
     """A digest handed to be composed, and what recording it will need."""
 
     job: Job
+    digest_id: int  # set aside for it
     watchlist: str
     channel: str
     papers: int
@@ -396,12 +397,13 @@ class MorePage:
 
 
 def more_page(settings: Settings, store: Store, watchlist: str,
-              now: datetime, *, ahead: int = 0) -> MorePage | None:
+              now: datetime, *, digest_id: int | None = None) -> MorePage | None:
     """The "N more" page of the next digest, once [web] has an address and a key.
 
     The URL must name the digest's id, yet the payload carrying it is composed before the
-    digest is recorded. The id is therefore taken first: the next one, which only this run
-    can use since it holds the run lock; the digest is then recorded under it explicitly
+    digest is recorded. The id is therefore taken first: the next one (or ``digest_id``,
+    the one a run composing ahead set aside for it), which only this run can use since it
+    holds the run lock; the digest is then recorded under it explicitly
     (a clash fails the run rather than link to another digest). Composing twice would cost
     every size-cut email a second rendering, and (channel, watchlist, time) names no digest
     uniquely. The link also names the moment recorded, so that an id SQLite gives again
@@ -412,7 +414,8 @@ def more_page(settings: Settings, store: Store, watchlist: str,
     secret = web.secret.reveal() if web.secret else ""
     if not web.base_url or not secret:  # feedback_links has warned of a missing key
         return None
-    digest_id = store.next_digest_id() + ahead
+    if digest_id is None:
+        digest_id = store.next_digest_id()
     url = more_page_url(LinkSigner(secret), web.base_url,
                         MoreLink(digest_id=digest_id, watchlist=watchlist, created_at=now))
     return MorePage(digest_id=digest_id, at=now, url=url)
@@ -823,8 +826,9 @@ def _deliver(
                     exc)
 
     def delivered(open_digest: OpenDigest, entry: DeliveryReport,
-                  refused: Mapping[str, tuple[bool, str]] | None) -> None:
-        store.mark_sent(open_digest.id, seams.now(), refused=refused)
+                  refused: Mapping[str, tuple[bool, str]] | None,
+                  at: datetime | None = None) -> None:
+        store.mark_sent(open_digest.id, at or seams.now(), refused=refused)
         entry.status = "sent"
         if refused:
             entry.refused = tuple(sorted(refused))
@@ -834,18 +838,26 @@ def _deliver(
                  f"({entry.papers} papers)")
 
     def settle() -> None:
-        """Wait for the digest in flight, if any, and record how it went."""
+        """Wait for the digest in flight, if any, and record how it went. It stays in
+        flight until recorded: an interruption meanwhile leaves it to ``finally``."""
         if not in_flight:
             return
-        future, open_digest, entry = in_flight.pop()
+        future, open_digest, entry = in_flight[-1]
         try:
-            refused = future.result()
+            refused, at = future.result()
         except StoreError:
             raise
         except Exception as caught:  # a bug in one channel must not cost the others
             failed(open_digest, entry, caught)
-            return
-        delivered(open_digest, entry, refused)
+        else:
+            delivered(open_digest, entry, refused, at)
+        in_flight.pop()
+
+    def in_background(target: Channel, payload: dict[str, Any], parts_sent: int
+                      ) -> tuple[Mapping[str, tuple[bool, str]] | None, datetime]:
+        """On the courier thread: send, and say when the channel accepted."""
+        refused = target.send(payload, parts_sent=parts_sent, on_part_sent=lambda n: None)
+        return refused, seams.now()
 
     def send(open_digest: OpenDigest, resent: bool) -> None:
         settle()
@@ -870,9 +882,8 @@ def _deliver(
                      f"{open_digest.channel})")
             target = channel(open_digest.channel)
             if courier is not None and getattr(target, "sends_in_background", False):
-                in_flight.append((courier.submit(target.send, open_digest.payload,
-                                                 parts_sent=open_digest.parts_sent,
-                                                 on_part_sent=lambda n: None),
+                in_flight.append((courier.submit(in_background, target, open_digest.payload,
+                                                 open_digest.parts_sent),
                                   open_digest, entry))
                 return
             refused = target.send(
@@ -931,6 +942,7 @@ def _deliver(
             progress(f"resending digest {open_digest.id} ({open_digest.watchlist} to "
                      f"{open_digest.channel}), recorded earlier")
             send(open_digest, resent=True)
+        settle()  # what the last of them was refused is read next
         # An outbox run writes what it would send; it never writes to a real recipient.
         retries = store.recipient_retries(channel_names) if outbox is None else []
         for open_digest, recipients in retries:
@@ -969,7 +981,21 @@ def _deliver(
                 sum(len(w.channels) for w in selected), seams.compose_workers))
         closing.append(composer.close)
 
+        set_aside_last = 0
+
+        def set_aside() -> int:
+            """The id the digest about to be planned is recorded under: the next free one,
+            past those set aside for the digests still planned (one that fails to compose
+            leaves its id unused, never taken twice)."""
+            nonlocal set_aside_last
+            free = store.next_digest_id()
+            if planned:
+                free = max(free, set_aside_last + 1)
+            set_aside_last = free
+            return free
+
         def finish_one() -> None:
+            _check_stop(seams)  # digests composed ahead are dropped, to be composed again
             plan = planned.popleft()
             try:
                 composed = plan.job.result()
@@ -982,7 +1008,7 @@ def _deliver(
                 return
             if plan.more is None:
                 digest_id = store.create_digest(composed.digest, composed.payload,
-                                                seams.now())
+                                                seams.now(), digest_id=plan.digest_id)
             else:  # recorded under the id and at the moment its "N more" link names
                 digest_id = store.create_digest(
                     composed.digest, composed.payload, plan.more.at,
@@ -1021,9 +1047,9 @@ def _deliver(
                         continue
                 _check_stop(seams)
                 progress(f"composing {name} for {channel_name}")
-                # The ids of the digests planned before this one are spoken for.
+                digest_id = set_aside()
                 more = more_page(settings, store, name, seams.now(),
-                                 ahead=len(planned)) if matches else None
+                                 digest_id=digest_id) if matches else None
                 job = composer.submit(channel_name, Digest(
                     watchlist=name, channel=channel_name,
                     matches=tuple(matches), created_at=seams.now(),
@@ -1033,9 +1059,10 @@ def _deliver(
                     heartbeat=heartbeat, matched=matched,
                     timezone=watchlist_settings.timezone or settings.schedule.timezone,
                     more_url=more.url if more else None))
-                planned.append(Planned(job=job, watchlist=name, channel=channel_name,
-                                       papers=len(matches), ranked=ranked, others=others,
-                                       more=more, heartbeat=heartbeat))
+                planned.append(Planned(job=job, digest_id=digest_id, watchlist=name,
+                                       channel=channel_name, papers=len(matches),
+                                       ranked=ranked, others=others, more=more,
+                                       heartbeat=heartbeat))
                 while len(planned) > composer.ahead:
                     finish_one()
         while planned:

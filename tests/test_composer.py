@@ -22,6 +22,7 @@ from conftest import SAMPLES, SmtpInbox, write_config
 from digest.composer import ComposeFailed, Composer
 from digest.config import load_settings
 from digest.deliver import CHANNELS, ChannelContext
+from digest.feedback import LinkSigner
 from digest.models import Digest
 from digest.pipeline import Seams, run_once
 from digest.render import Renderer, templates_dir
@@ -30,11 +31,12 @@ pytestmark = pytest.mark.integration
 
 RSS = SAMPLES / "arxiv_rss_cs.CL+cs.LG.xml"
 KEYWORDS = ['"LoRA"', '"language"', '"quantization"', '"model"', '"cache", "attention"',
-            '"learning"']
+            '"learning"', '"training"', '"data"', '"text"', '"task"', '"performance"']
 
 
 def _config(tmp_path: Path, port: int) -> Path:
     # w0 and w1 share a channel: the second is planned only once the first is recorded.
+    # Those that match nothing send a heartbeat, which is recorded among the rest.
     # max_papers 2 cuts most digests, so each names its "N more" page by the id it will
     # get, which must hold while later digests are being composed ahead of it.
     watchlists = "".join(f"""
@@ -42,6 +44,7 @@ def _config(tmp_path: Path, port: int) -> Path:
 name = "w{i}"
 keywords = [{words}]
 max_papers = 2
+heartbeat = true
 channels = ["mail{max(i, 1)}"]
 """ for i, words in enumerate(KEYWORDS))
     watchlists += """
@@ -49,7 +52,7 @@ channels = ["mail{max(i, 1)}"]
 name = "quiet"
 keywords = ["zzz-no-such-word"]
 heartbeat = true
-channels = ["mail9"]
+channels = ["mail99"]
 """
     channels = "".join(f"""
 [channels.mail{i}]
@@ -60,7 +63,7 @@ security = "none"
 from = "digest@example.org"
 to = ["team{i}@example.org"]
 timeout_seconds = 5
-""" for i in [*range(1, len(KEYWORDS)), 9])
+""" for i in [*range(1, len(KEYWORDS)), 99])
     return write_config(tmp_path, f"""
 [http]
 arxiv_interval_seconds = 0
@@ -127,8 +130,8 @@ def test_workers_compose_the_digests_this_process_would(tmp_path, smtp_server, m
     statuses = [(d.watchlist, d.channel, d.status) for d in report_here.deliveries]
     assert statuses == [(d.watchlist, d.channel, d.status) for d in report_apart.deliveries]
     assert {status for _, _, status in statuses} == {"sent"}
-    assert len(here) == len(statuses) >= 7
-    assert ("quiet", "mail9", "sent") in statuses  # a heartbeat goes out among the rest
+    assert len(here) == len(statuses) >= 12
+    assert ("quiet", "mail99", "sent") in statuses  # a heartbeat goes out among the rest
     # The same digests under the same ids, with the same papers and the same left out.
     assert here == apart
     assert sum(1 for row in here if row[4]) >= 3  # several were cut: their ids were named
@@ -137,8 +140,10 @@ def test_workers_compose_the_digests_this_process_would(tmp_path, smtp_server, m
     assert any(re.search(r"/more/", html) for *_, html in mail_here)
 
 
+@pytest.mark.parametrize("workers", [0, 1])
+@pytest.mark.parametrize("failing", ["w2", "w3", "w6"])
 def test_a_template_that_fails_for_one_digest_costs_only_that_digest(
-        tmp_path, smtp_server, monkeypatch):
+        tmp_path, smtp_server, monkeypatch, failing, workers):
     monkeypatch.setenv("COMPOSER_WEB_KEY", "k" * 40)
     inbox, port = smtp_server
     templates = tmp_path / "templates"
@@ -146,18 +151,26 @@ def test_a_template_that_fails_for_one_digest_costs_only_that_digest(
     page = templates / "email" / "digest.html.j2"
     page.write_text(page.read_text().replace(
         "<h1>{{ watchlist }}</h1>",
-        '<h1>{{ watchlist }}{% if watchlist == "w3" %}{{ no_such_value }}{% endif %}</h1>'))
+        f'<h1>{{{{ watchlist }}}}{{% if watchlist == "{failing}" %}}{{{{ no_such_value }}}}'
+        '{% endif %}</h1>'))
     config = _config(tmp_path, port)
-    report = run_once(load_settings(config), seams=Seams(compose_workers=1,
+    report = run_once(load_settings(config), seams=Seams(compose_workers=workers,
                                                          renderer=Renderer(templates)))
     failed = [d for d in report.deliveries if d.status != "sent"]
-    assert [(d.watchlist, d.status) for d in failed] == [("w3", "failed_temporary")]
+    assert [(d.watchlist, d.status) for d in failed] == [(failing, "failed_temporary")]
     error = failed[0].error or ""
     assert "cannot compose: UndefinedError" in error and "no_such_value" in error
-    assert len(inbox.messages) == len(report.deliveries) - 1
-    assert "team3@example.org" not in {message[0] for message in _received(inbox)}
-    # Nothing of it was recorded: the next run composes it again.
-    assert "w3" not in {row[2] for row in _recorded(config)}
+    assert len(inbox.messages) == len(report.deliveries) - 1 >= 10
+    assert f"team{failing[1:]}@example.org" not in {message[0] for message in _received(inbox)}
+    # Nothing of it was recorded (the next run composes it again); each other digest is
+    # recorded under the id its "N more" link names.
+    recorded = _recorded(config)
+    assert failing not in {row[2] for row in recorded}
+    links = [re.findall(r'href="https://digest.example.org/more/([^"]+)"', html)
+             for *_, html in _received(inbox)]
+    named = {LinkSigner("k" * 40).verify_more(token[0]).digest_id  # type: ignore[union-attr]
+             for token in links if token}
+    assert len(named) >= 3 and named <= {row[0] for row in recorded}
 
 
 def _digest(watchlist: str, channel: str) -> Digest:
@@ -204,3 +217,140 @@ def test_a_compose_failure_travels_back_as_one_line():
     failure = ComposeFailed("TemplateError: no such value")
     back = pickle.loads(pickle.dumps(failure))
     assert isinstance(back, ComposeFailed) and str(back) == "TemplateError: no such value"
+
+
+def _two_channels(tmp_path: Path, port: int, to: tuple[str, ...] = ()) -> Path:
+    recipients = ", ".join(f'"{r}"' for r in to)
+    return write_config(tmp_path, f"""
+[http]
+arxiv_interval_seconds = 0
+interval_seconds = 0
+[[sources]]
+name = "local-copy"
+kind = "arxiv_rss"
+categories = ["cs.CL"]
+url = "{RSS}"
+""" + "".join(f"""
+[[watchlists]]
+name = "w{i}"
+keywords = ["model"]
+channels = ["mail{i}"]
+[channels.mail{i}]
+kind = "email"
+smtp_host = "127.0.0.1"
+smtp_port = {port}
+security = "none"
+from = "digest@example.org"
+to = [{recipients or f'"team{i}@example.org"'}]
+timeout_seconds = 5
+""" for i in range(1 if to else 2)))
+
+
+def test_ctrl_c_while_an_email_travels_still_records_it_once_accepted(tmp_path, smtp_server):
+    import _thread
+    import smtplib
+    import time
+
+    inbox, port = smtp_server
+    config = _two_channels(tmp_path, port)
+
+    class Slow(smtplib.SMTP):
+        def sendmail(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if not inbox.messages:
+                time.sleep(0.3)
+                _thread.interrupt_main()  # Ctrl-C while the run waits for this email
+                time.sleep(0.3)
+            return super().sendmail(*args, **kwargs)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_once(load_settings(config), seams=Seams(smtp_factory=Slow))
+    assert [message[1] for message in inbox.messages] == [["team0@example.org"]]
+    statuses = {(row[1], row[3]) for row in _recorded(config)}
+    assert ("mail0", "sent") in statuses  # accepted, so recorded: not sent again
+
+
+def test_a_stop_asked_while_composing_ahead_sends_nothing_more(tmp_path, smtp_server,
+                                                               monkeypatch):
+    import threading
+
+    monkeypatch.setenv("COMPOSER_WEB_KEY", "k" * 40)
+    inbox, port = smtp_server
+    stop = threading.Event()
+    before: list[int] = []
+
+    def progress(line: str) -> None:
+        if line.startswith("composing w8 ") and not stop.is_set():
+            before.append(len(inbox.messages))
+            stop.set()
+
+    report = run_once(load_settings(_config(tmp_path, port)),
+                      seams=Seams(stop=stop, compose_workers=1), progress=progress)
+    assert report.interrupted and before and before[0] >= 2
+    # At most the email already on its way when stop was asked; none composed ahead.
+    assert len(inbox.messages) - before[0] <= 1
+    assert len(_recorded(tmp_path / "digest.toml")) == len(inbox.messages)
+
+
+def test_refused_recipients_of_the_last_resent_digest_are_retried_in_that_run(tmp_path):
+    import smtplib
+
+    from aiosmtpd.controller import Controller
+    from conftest import free_port
+
+    class Refusing(SmtpInbox):
+        async def handle_RCPT(self, server, session, envelope, address,  # noqa: N802
+                              rcpt_options):  # type: ignore[no-untyped-def]
+            if address.startswith("busy@"):
+                return "450 mailbox busy"
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+
+    class Down(smtplib.SMTP):
+        def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            raise ConnectionRefusedError("down")
+
+    port = free_port()
+    controller = Controller(Refusing(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        config = _two_channels(tmp_path, port, to=("a@example.org", "busy@example.org"))
+        first = run_once(load_settings(config), seams=Seams(smtp_factory=Down))
+        assert [d.status for d in first.deliveries] == ["failed_temporary"]
+        second = run_once(load_settings(config))
+    finally:
+        controller.stop()
+    # Sent again to all (busy@ refused), then busy@ tried once more in the same run.
+    assert [(d.resent, d.status, d.refused) for d in second.deliveries] == [
+        (True, "sent", ("busy@example.org",)),
+        (True, "failed_temporary", ("busy@example.org",))]
+
+
+def test_ctrl_c_reaches_the_run_not_its_workers(tmp_path):
+    import os
+    import signal
+
+    settings = load_settings(_config(tmp_path, 25))
+    composer = Composer(channel=lambda name: pytest.fail("composed here"),  # type: ignore
+                        settings=settings.channels, http=settings.http, renderer=Renderer(),
+                        web_base_url=None, workers=1)
+    try:
+        composer.submit("mail1", _digest("w1", "mail1")).result()
+        for process in list(composer._pool._processes.values()):  # type: ignore[union-attr]
+            os.kill(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C would
+        payload = composer.submit("mail2", _digest("w2", "mail2")).result().payload
+        assert payload["to"] == ["team2@example.org"] and composer.workers == 1
+    finally:
+        composer.close()
+
+
+@pytest.mark.parametrize(("quota", "cpus"), [("200000 100000", 2), ("50000 100000", 1),
+                                             ("max 100000", None), ("", None)])
+def test_a_container_quota_bounds_the_workers(tmp_path, quota, cpus):
+    import os
+
+    from digest.composer import usable_cpus
+
+    quota_file = tmp_path / "cpu.max"
+    quota_file.write_text(quota)
+    free = len(os.sched_getaffinity(0))
+    assert usable_cpus(quota_file) == (min(cpus, free) if cpus else free)
