@@ -118,12 +118,19 @@ class Composer:
         self._workers = workers
         self.ahead = 0  # how many digests may be handed out before the first is read
         if workers > 0:
-            # A fresh interpreter, not a fork: this process holds an open database and
-            # threads, neither of which may be copied into a child.
-            self._pool = ProcessPoolExecutor(
-                max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_worker, initargs=(http, renderer.directory, web_base_url))
-            self.ahead = workers * AHEAD_PER_WORKER
+            try:
+                # A fresh interpreter, not a fork: this process holds an open database and
+                # threads, neither of which may be copied into a child.
+                self._pool = ProcessPoolExecutor(
+                    max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_start_worker,
+                    initargs=(http, renderer.directory, web_base_url))
+            except (OSError, ImportError, NotImplementedError, RuntimeError) as exc:
+                # e.g. no /dev/shm for the pool's locks in a locked-down container
+                log.warning("composing every digest here: no worker process can start (%s)",
+                            describe_unexpected(exc))
+            else:
+                self.ahead = workers * AHEAD_PER_WORKER
 
     @property
     def workers(self) -> int:

@@ -354,3 +354,23 @@ def test_a_container_quota_bounds_the_workers(tmp_path, quota, cpus):
     quota_file.write_text(quota)
     free = len(os.sched_getaffinity(0))
     assert usable_cpus(quota_file) == (min(cpus, free) if cpus else free)
+
+
+def test_a_machine_where_no_worker_can_start_composes_here(tmp_path, monkeypatch, caplog):
+    import concurrent.futures
+
+    def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError(38, "Function not implemented")  # as without /dev/shm
+
+    monkeypatch.setattr(concurrent.futures.ProcessPoolExecutor, "__init__", refuse)
+    settings = load_settings(_config(tmp_path, 25))
+    renderer = Renderer()
+    context = ChannelContext(http=settings.http, renderer=renderer)
+    composer = Composer(channel=lambda name: CHANNELS["email"].create(
+                            settings.channels[name], context),
+                        settings=settings.channels, http=settings.http, renderer=renderer,
+                        web_base_url=None, workers=2)
+    payload = composer.submit("mail2", _digest("w2", "mail2")).result().payload
+    assert payload["to"] == ["team2@example.org"]
+    assert composer.workers == 0 and composer.ahead == 0
+    assert "no worker process can start" in caplog.text
