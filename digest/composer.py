@@ -14,7 +14,7 @@ import logging
 import multiprocessing
 import os
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
@@ -26,6 +26,7 @@ from digest.deliver import CHANNELS, Channel, ChannelContext, Composed
 from digest.errors import DigestError, describe_unexpected
 from digest.models import Digest
 from digest.render import Renderer
+from digest.scoring import prepare_highlights
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,18 @@ class Composer:
     def workers(self) -> int:
         """Worker processes composing; 0 when every digest is composed here."""
         return self._workers if self._pool is not None else 0
+
+    def prepare(self, terms: Iterable[str]) -> None:
+        """Start the workers, each making ready to highlight ``terms`` (best effort: a
+        worker that does not get to it builds what it needs when it first needs it)."""
+        if self._pool is None:
+            return
+        terms = tuple(sorted(terms))
+        try:
+            for _ in range(self._workers):
+                self._pool.submit(prepare_highlights, terms)
+        except (BrokenProcessPool, OSError, RuntimeError) as exc:  # submit tells it later
+            log.debug("workers not prepared: %s", describe_unexpected(exc))
 
     def submit(self, channel_name: str, digest: Digest) -> Job:
         """Start composing ``digest`` for the channel; the job's result is what the

@@ -951,6 +951,15 @@ def _deliver(
             resend_to_refused(open_digest, recipients)
         _check_stop(seams)
         since = seams.now() - timedelta(days=settings.store.lookback_days)
+        # Workers that will compose start now: their imports and the highlighting of the
+        # watchlists' terms are made ready while this process scores.
+        composer = Composer(
+            channel=channel, settings=settings.channels, http=settings.http,
+            renderer=seams.renderer, web_base_url=settings.web.base_url,
+            workers=0 if seams.channel_factory is not None else workers_for(
+                sum(len(w.channels) for w in selected), seams.compose_workers))
+        closing.append(composer.close)
+        composer.prepare({keyword.term.text for w in selected for keyword in w.keywords})
         matcher = build_matcher(selected, store, progress, fetcher=fetcher,
                                 seed_url=lookup_target(settings), now=seams.now)
         candidates = store.candidates(since)  # for all channels at once
@@ -974,12 +983,6 @@ def _deliver(
         # recorded and sent in the same order. A channel's next digest is planned only
         # once its last one is recorded: what that one carried is no longer open.
         planned: deque[Planned] = deque()
-        composer = Composer(
-            channel=channel, settings=settings.channels, http=settings.http,
-            renderer=seams.renderer, web_base_url=settings.web.base_url,
-            workers=0 if seams.channel_factory is not None else workers_for(
-                sum(len(w.channels) for w in selected), seams.compose_workers))
-        closing.append(composer.close)
 
         set_aside_last = 0
 

@@ -889,6 +889,16 @@ def _term_spans(text: str, written: str) -> tuple[tuple[int, int], ...]:
     return tuple(normal.raw_span(first, last) for first, last in term.spans(normal))
 
 
+def prepare_highlights(terms: Iterable[str]) -> None:
+    """Build what highlighting each term needs (its parse, its spellings, its regex)
+    before the first text asks: a process that composes digests does this while the run
+    scores."""
+    for written in terms:
+        term = _highlight_term(written)
+        if term is not None:
+            term.compiled()
+
+
 def highlight_spans(text: str, terms: Iterable[str]) -> list[tuple[int, int]]:
     """Non-overlapping (start, end) spans of the given terms in ``text``, in order, each
     covering whole words: a prefix or a regex that ends inside a word takes all of it."""

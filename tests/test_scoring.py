@@ -559,3 +559,17 @@ def test_the_possessive_way_out_runs_in_no_time():
     term = parse_term(r"/(\w++\s?)+transformer/")
     assert not term.spans(text)
     assert term.spans(NormalText("a sparse transformer")) != []
+
+
+def test_highlighting_made_ready_ahead_compiles_nothing_later():
+    from digest.scoring import highlight_spans, prepare_highlights
+    from digest.terms import _compiled
+
+    # Terms no other test uses, so that nothing compiled them before.
+    terms = ("okapi-crossing analyses", "quokkaiz*", "/wombat[- ]?cache/", "Qx++")
+    prepare_highlights(terms)
+    built = _compiled.cache_info().misses
+    text = "Crossing analyses for okapis, quokkaised wombat-cache kernels in Qx++."
+    spans = highlight_spans(text, terms)
+    assert _compiled.cache_info().misses == built
+    assert [text[a:b] for a, b in spans] == ["quokkaised", "wombat-cache", "Qx++"]
