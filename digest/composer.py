@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from digest.config import ChannelSettings, HttpSettings
+from digest.config import ChannelSettings, HttpSettings, Settings, WatchlistSettings
 from digest.deliver import CHANNELS, Channel, ChannelContext, Composed
 from digest.errors import DigestError, describe_unexpected
 from digest.models import Digest
@@ -52,6 +52,13 @@ def workers_for(digests: int, asked: int | None) -> int:
     if digests < POOL_FROM_DIGESTS or cpus < 2:
         return 0
     return max(1, cpus - 1)
+
+
+def composed_apart(settings: Settings, watchlists: Iterable[WatchlistSettings]) -> int:
+    """How many of the run's digests a worker could compose: one per watchlist and channel
+    of a kind that composes apart (email); the others are composed in the run."""
+    return sum(1 for watchlist in watchlists for name in watchlist.channels
+               if getattr(CHANNELS.get(settings.channels[name].kind), "composes_apart", False))
 
 
 def usable_cpus(quota_file: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:

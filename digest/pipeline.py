@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from digest.calendar import EASTERN, Announcement, Calendar, days_label, eastern_date
-from digest.composer import ComposeFailed, Composer, Job, workers_for
+from digest.composer import ComposeFailed, Composer, Job, composed_apart, workers_for
 from digest.config import ChannelSettings, Settings, WatchlistSettings
 from digest.deliver import CHANNELS, Channel, ChannelContext, Outbox, settings_fingerprint
 from digest.errors import (
@@ -957,7 +957,7 @@ def _deliver(
             channel=channel, settings=settings.channels, http=settings.http,
             renderer=seams.renderer, web_base_url=settings.web.base_url,
             workers=0 if seams.channel_factory is not None else workers_for(
-                sum(len(w.channels) for w in selected), seams.compose_workers))
+                composed_apart(settings, selected), seams.compose_workers))
         closing.append(composer.close)
         composer.prepare({keyword.term.text for w in selected for keyword in w.keywords})
         matcher = build_matcher(selected, store, progress, fetcher=fetcher,

@@ -374,3 +374,32 @@ def test_a_machine_where_no_worker_can_start_composes_here(tmp_path, monkeypatch
     assert payload["to"] == ["team2@example.org"]
     assert composer.workers == 0 and composer.ahead == 0
     assert "no worker process can start" in caplog.text
+
+
+def test_only_digests_a_worker_could_compose_count_towards_starting_workers(tmp_path):
+    from digest.composer import composed_apart
+
+    settings = load_settings(write_config(tmp_path, """
+[[sources]]
+name = "local-copy"
+kind = "arxiv_rss"
+categories = ["cs.CL"]
+url = "https://rss.arxiv.org/rss/cs.CL"
+[[watchlists]]
+name = "both"
+keywords = ["LoRA"]
+channels = ["mail", "chat"]
+[[watchlists]]
+name = "chat-only"
+keywords = ["LoRA"]
+channels = ["chat"]
+[channels.mail]
+kind = "email"
+smtp_host = "127.0.0.1"
+from = "digest@example.org"
+to = ["team@example.org"]
+[channels.chat]
+kind = "slack"
+webhook_url_env = "COMPOSER_SLACK_HOOK"
+"""))
+    assert composed_apart(settings, settings.watchlists) == 1
