@@ -54,11 +54,16 @@ def workers_for(digests: int, asked: int | None) -> int:
     return max(1, cpus - 1)
 
 
+def composes_apart(kind: str) -> bool:
+    """Whether a worker may compose this kind's digests (email; the others stay here)."""
+    return bool(getattr(CHANNELS.get(kind), "composes_apart", False))
+
+
 def composed_apart(settings: Settings, watchlists: Iterable[WatchlistSettings]) -> int:
     """How many of the run's digests a worker could compose: one per watchlist and channel
-    of a kind that composes apart (email); the others are composed in the run."""
+    of a kind that composes apart; the others are composed in the run."""
     return sum(1 for watchlist in watchlists for name in watchlist.channels
-               if getattr(CHANNELS.get(settings.channels[name].kind), "composes_apart", False))
+               if composes_apart(settings.channels[name].kind))
 
 
 def usable_cpus(quota_file: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
@@ -161,8 +166,7 @@ class Composer:
         """Start composing ``digest`` for the channel; the job's result is what the
         channel's ``compose`` returns, or a ComposeFailed saying why it did not."""
         settings = self._settings[channel_name]
-        if self._pool is None or not getattr(CHANNELS.get(settings.kind), "composes_apart",
-                                             False):
+        if self._pool is None or not composes_apart(settings.kind):
             job = Job(channel=channel_name)
             try:
                 job._result = self._here(channel_name, digest)

@@ -930,7 +930,7 @@ def _deliver(
 
     fingerprints = {name: settings_fingerprint(settings.channels[name])
                     for name in channel_names}
-    closing: list[Callable[[], None]] = []
+    composer: Composer | None = None
     try:
         # A digest that failed for good is tried again once its channel was corrected.
         for digest_id in store.requeue_changed(fingerprints, seams.now()):
@@ -958,7 +958,6 @@ def _deliver(
             renderer=seams.renderer, web_base_url=settings.web.base_url,
             workers=0 if seams.channel_factory is not None else workers_for(
                 composed_apart(settings, selected), seams.compose_workers))
-        closing.append(composer.close)
         composer.prepare({keyword.term.text for w in selected for keyword in w.keywords})
         matcher = build_matcher(selected, store, progress, fetcher=fetcher,
                                 seed_url=lookup_target(settings), now=seams.now)
@@ -1009,14 +1008,12 @@ def _deliver(
                     watchlist=plan.watchlist, channel=plan.channel, papers=plan.papers,
                     status="failed_temporary", error=f"cannot compose: {exc}"))
                 return
-            if plan.more is None:
-                digest_id = store.create_digest(composed.digest, composed.payload,
-                                                seams.now(), digest_id=plan.digest_id)
-            else:  # recorded under the id and at the moment its "N more" link names
-                digest_id = store.create_digest(
-                    composed.digest, composed.payload, plan.more.at,
-                    digest_id=plan.more.digest_id,
-                    left_out=left_out(plan.ranked, len(composed.digest.matches), plan.others))
+            # Recorded under the id set aside, and at the moment its "N more" link names.
+            digest_id = store.create_digest(
+                composed.digest, composed.payload, plan.more.at if plan.more else seams.now(),
+                digest_id=plan.digest_id,
+                left_out=left_out(plan.ranked, len(composed.digest.matches), plan.others)
+                if plan.more else ())
             keys = tuple(m.paper.key for m in composed.digest.matches)
             candidates.queued(plan.channel, keys)
             send(OpenDigest(id=digest_id, channel=plan.channel, watchlist=plan.watchlist,
@@ -1072,8 +1069,8 @@ def _deliver(
             finish_one()
         settle()
     finally:
-        for close in closing:
-            close()
+        if composer is not None:
+            composer.close()
         if courier is not None:
             courier.shutdown(wait=True)  # a message on the wire is let finish
             if in_flight:  # the run stopped with one in flight: record how it went

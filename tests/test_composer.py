@@ -34,6 +34,20 @@ KEYWORDS = ['"LoRA"', '"language"', '"quantization"', '"model"', '"cache", "atte
             '"learning"', '"training"', '"data"', '"text"', '"task"', '"performance"']
 
 
+def _mail(number: int, port: int, to: str = "") -> str:
+    """An email channel ``mail<number>`` on the local SMTP server; ``to`` as TOML items."""
+    return f"""
+[channels.mail{number}]
+kind = "email"
+smtp_host = "127.0.0.1"
+smtp_port = {port}
+security = "none"
+from = "digest@example.org"
+to = [{to or f'"team{number}@example.org"'}]
+timeout_seconds = 5
+"""
+
+
 def _config(tmp_path: Path, port: int) -> Path:
     # w0 and w1 share a channel: the second is planned only once the first is recorded.
     # Those that match nothing send a heartbeat, which is recorded among the rest.
@@ -54,16 +68,7 @@ keywords = ["zzz-no-such-word"]
 heartbeat = true
 channels = ["mail99"]
 """
-    channels = "".join(f"""
-[channels.mail{i}]
-kind = "email"
-smtp_host = "127.0.0.1"
-smtp_port = {port}
-security = "none"
-from = "digest@example.org"
-to = ["team{i}@example.org"]
-timeout_seconds = 5
-""" for i in [*range(1, len(KEYWORDS)), 99])
+    channels = "".join(_mail(i, port) for i in [*range(1, len(KEYWORDS)), 99])
     return write_config(tmp_path, f"""
 [http]
 arxiv_interval_seconds = 0
@@ -235,15 +240,7 @@ url = "{RSS}"
 name = "w{i}"
 keywords = ["model"]
 channels = ["mail{i}"]
-[channels.mail{i}]
-kind = "email"
-smtp_host = "127.0.0.1"
-smtp_port = {port}
-security = "none"
-from = "digest@example.org"
-to = [{recipients or f'"team{i}@example.org"'}]
-timeout_seconds = 5
-""" for i in range(1 if to else 2)))
+{_mail(i, port, recipients)}""" for i in range(1 if to else 2)))
 
 
 def test_ctrl_c_while_an_email_travels_still_records_it_once_accepted(tmp_path, smtp_server):
