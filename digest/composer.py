@@ -24,7 +24,7 @@ from typing import Any
 from digest.config import ChannelSettings, HttpSettings, Settings, WatchlistSettings
 from digest.deliver import CHANNELS, Channel, ChannelContext, Composed
 from digest.errors import DigestError, describe_unexpected
-from digest.models import Digest
+from digest.models import Digest, pack_payload
 from digest.render import Renderer
 from digest.scoring import prepare_highlights
 
@@ -228,11 +228,13 @@ def _compose(settings: ChannelSettings, digest: Digest) -> Returned:
 
 @dataclass(frozen=True)
 class Returned:
-    """What a worker sends back: the payload, and how the digest it carries differs from
-    the one handed over. A channel that composes apart may only cut the digest's papers
-    and count them (``matched``); the papers themselves need not travel twice."""
+    """What a worker sends back: the payload, packed for the store as well (the run then
+    need not), and how the digest it carries differs from the one handed over. A channel
+    that composes apart may only cut the digest's papers and count them (``matched``); the
+    papers themselves need not travel twice."""
 
     payload: dict[str, Any]
+    packed: bytes
     kept: int
     matched: int | None
 
@@ -242,8 +244,9 @@ class Returned:
         if replace(handed, matches=handed.matches[:len(carried.matches)],
                    matched=carried.matched) != carried:
             raise ComposeFailed("composing changed more of the digest than its papers")
-        return cls(payload=composed.payload, kept=len(carried.matches), matched=carried.matched)
+        return cls(payload=composed.payload, packed=pack_payload(composed.payload),
+                   kept=len(carried.matches), matched=carried.matched)
 
     def composed(self, handed: Digest) -> Composed:
-        return Composed(payload=self.payload, digest=replace(
+        return Composed(payload=self.payload, packed=self.packed, digest=replace(
             handed, matches=handed.matches[:self.kept], matched=self.matched))

@@ -1011,7 +1011,7 @@ def _deliver(
             # Recorded under the id set aside, and at the moment its "N more" link names.
             digest_id = store.create_digest(
                 composed.digest, composed.payload, plan.more.at if plan.more else seams.now(),
-                digest_id=plan.digest_id,
+                digest_id=plan.digest_id, packed=composed.packed,
                 left_out=left_out(plan.ranked, len(composed.digest.matches), plan.others)
                 if plan.more else ())
             keys = tuple(m.paper.key for m in composed.digest.matches)

@@ -23,7 +23,7 @@ from digest.composer import ComposeFailed, Composer
 from digest.config import load_settings
 from digest.deliver import CHANNELS, ChannelContext
 from digest.feedback import LinkSigner
-from digest.models import Digest
+from digest.models import Digest, unpack_payload
 from digest.pipeline import Seams, run_once
 from digest.render import Renderer, templates_dir
 
@@ -102,6 +102,21 @@ def _recorded(config: Path) -> list[tuple]:
                 for row in digests]
 
 
+def _payloads(folder: Path) -> list[dict]:
+    """Each digest's payload as the store keeps it, in the order recorded."""
+    with sqlite3.connect(load_settings(folder / "digest.toml").store.path) as db:
+        return [unpack_payload(row[0])
+                for row in db.execute("SELECT payload FROM digests ORDER BY id")]
+
+
+def _body(payload: dict) -> tuple:
+    """What a stored email says: its addresses, subject, and its parts' text."""
+    message = email.message_from_string(payload["message"], policy=default_policy)
+    return (payload["to"], payload["subject"],
+            *(message.get_body((kind,)).get_content()  # type: ignore[union-attr]
+              for kind in ("plain", "html")))
+
+
 def _received(inbox: SmtpInbox) -> list[tuple[str, str, str, str]]:
     """(recipient, subject, plain text, HTML) of each message, in the order received."""
     out = []
@@ -142,6 +157,12 @@ def test_workers_compose_the_digests_this_process_would(tmp_path, smtp_server, m
     assert sum(1 for row in here if row[4]) >= 3  # several were cut: their ids were named
     # The same emails, their "N more" links naming the same digest ids.
     assert mail_here == mail_apart and len(mail_here) == len(statuses)
+    # Stored as sent, whichever process packed them for the store.
+    stored_here, stored_apart = (_payloads(tmp_path / side) for side in ("here", "apart"))
+    assert len(stored_apart) == len(statuses)
+    assert [_body(p) for p in stored_here] == [_body(p) for p in stored_apart]
+    assert [(p["to"][0], p["subject"]) for p in stored_apart] == [
+        (to, subject) for to, subject, *_ in mail_apart]
     assert any(re.search(r"/more/", html) for *_, html in mail_here)
 
 

@@ -45,6 +45,9 @@ class Composed:
 
     payload: dict[str, Any]
     digest: Digest
+    # The payload as the store keeps it (``pack_payload``), where a worker packed it
+    # already; None: the store packs it.
+    packed: bytes | None = None
 
 
 def settings_fingerprint(settings: ChannelSettings) -> str:

@@ -11,7 +11,6 @@ import os
 import shutil
 import sqlite3
 import sys
-import zlib
 from array import array
 from bisect import bisect_left
 from collections import Counter
@@ -26,7 +25,16 @@ from typing import Any
 import sqlite_utils
 
 from digest.errors import LockedError, StoreError
-from digest.models import Digest, Match, Paper, Reason, normalise_doi, parse_arxiv_id
+from digest.models import (
+    Digest,
+    Match,
+    Paper,
+    Reason,
+    normalise_doi,
+    pack_payload,
+    parse_arxiv_id,
+    unpack_payload,
+)
 from digest.sources.base import SourceState
 from digest.store.schema import migrate
 
@@ -915,11 +923,13 @@ class Store:
     # ------------------------------------------------------------------ digests
 
     def create_digest(self, digest: Digest, payload: dict[str, Any], now: datetime, *,
-                      digest_id: int | None = None, left_out: Iterable[LeftOut] = ()) -> int:
+                      digest_id: int | None = None, left_out: Iterable[LeftOut] = (),
+                      packed: bytes | None = None) -> int:
         """Record a composed digest as pending, before anything is sent.
 
         ``digest_id`` is the id from ``next_digest_id`` that the payload's links already
-        name (taken since then: a StoreError); ``left_out`` the matches it did not carry.
+        name (taken since then: a StoreError); ``left_out`` the matches it did not carry;
+        ``packed`` the payload as ``pack_payload`` gives it, where that was done already.
         """
         stamp = _iso(now)
         left_out = list(left_out)
@@ -928,7 +938,8 @@ class Store:
                 """INSERT INTO digests (id, channel, watchlist, status, payload, created_at,
                                         updated_at, left_out)
                    VALUES (?, ?, ?, 'pending', ?, ?, ?, ?)""",
-                [digest_id, digest.channel, digest.watchlist, pack_payload(payload), stamp,
+                [digest_id, digest.channel, digest.watchlist,
+                 pack_payload(payload) if packed is None else packed, stamp,
                  stamp, digest.left_out if left_out else None],
             )
             digest_id = int(cursor.lastrowid or 0)
@@ -1633,21 +1644,6 @@ def _paper_row(paper: Paper) -> dict[str, Any]:
         "summary": paper.summary,
         "summary_source": paper.summary_source,
     }
-
-
-def pack_payload(payload: dict[str, Any]) -> bytes:
-    """A payload as stored: JSON, compressed. A day's emails are mostly HTML repeating the
-    same markup around each paper; compressed they take a fraction of the store. The
-    fastest level: the higher ones cost several times the time for a few percent."""
-    return zlib.compress(json.dumps(payload).encode("utf-8"), 1)
-
-
-def unpack_payload(stored: str | bytes) -> dict[str, Any]:
-    """A stored payload read back; stores written before compression hold plain JSON."""
-    if isinstance(stored, bytes):
-        stored = zlib.decompress(stored).decode("utf-8")
-    payload: dict[str, Any] = json.loads(stored)
-    return payload
 
 
 def reasons_json(reasons: Iterable[Reason]) -> str:
