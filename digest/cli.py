@@ -26,7 +26,7 @@ from digest.config import (
     read_settings,
     wording_warnings,
 )
-from digest.errors import ConfigError, DigestError, LockedError, StoreError
+from digest.errors import ConfigError, DigestError, LockedError, StoreError, UsageError
 from digest.models import Paper, RunReport
 from digest.pipeline import Seams, build_matcher, preflight, reads_arxiv_calendar, run_once
 from digest.render import plural
@@ -35,6 +35,7 @@ from digest.store import Store
 
 EXIT_OK, EXIT_PARTIAL, EXIT_CONFIG, EXIT_LOCKED = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130  # the shell's convention for a command ended by SIGINT
+EXIT_PIPE_CLOSED = 141  # and for one whose reader went away (SIGPIPE), as with | head
 INTERRUPTED = ("paper-digest: interrupted; what was recorded is kept and the next run goes on "
                "from there")
 
@@ -145,10 +146,10 @@ def _parser() -> argparse.ArgumentParser:
                   "--days 7")
     preview.add_argument("--watchlist", "-w", required=True, metavar="NAME",
                          help="the watchlist to preview, as the config writes it now")
-    preview.add_argument("--days", type=int, metavar="N",
+    preview.add_argument("--days", type=_at_least_one, metavar="N",
                          help="papers first seen in the last N days (default: "
                               "store.lookback_days)")
-    preview.add_argument("--limit", type=int, default=50, metavar="N",
+    preview.add_argument("--limit", type=_at_least_one, default=50, metavar="N",
                          help="list at most N papers (default 50)")
     preview.add_argument("--link", action="store_true",
                          help="also print a signed link, valid for an hour, to the preview "
@@ -179,9 +180,30 @@ def _parser() -> argparse.ArgumentParser:
               "paper-digest web --config config/digest.toml")
     web.add_argument("--host", metavar="HOST",
                      help="address to listen on (default: web.host, 127.0.0.1)")
-    web.add_argument("--port", metavar="PORT", type=int,
+    web.add_argument("--port", metavar="PORT", type=_port,
                      help="port to listen on (default: web.port, 8080)")
     return parser
+
+
+def _port(text: str) -> int:
+    port = _whole(text)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text}: a port is 1-65535")
+    return port
+
+
+def _at_least_one(text: str) -> int:
+    number = _whole(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be at least 1")
+    return number
+
+
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -195,6 +217,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     # httpx logs full request URLs, and a Slack webhook URL is a secret.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    try:
+        code = _command(args)
+        sys.stdout.flush()  # here, where a reader that went away can still be answered
+    except BrokenPipeError:
+        # Whoever read the output stopped reading (| head): stop too, without a traceback.
+        # What is still buffered goes nowhere, not to a second error at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE_CLOSED
+    return code
+
+
+def _command(args: argparse.Namespace) -> int:
+    """Run the command asked for; each kind of failure becomes its exit status."""
     try:
         if args.command == "check":
             return _check(Path(args.config))
@@ -228,6 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(settings, args)
     except ConfigError as exc:
         _print_config_error(exc)
+        return EXIT_CONFIG
+    except UsageError as exc:
+        print(f"paper-digest: {printable(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG
     except LockedError as exc:
         print(f"paper-digest: {exc}", file=sys.stderr)
@@ -361,8 +399,9 @@ def _check(path: Path) -> int:
         print(f"warning: {key}: {warning}")
     for warning in _rename_warnings(settings):
         print(f"warning: {warning}")
-    print(f"{settings.path}: ok ({len(settings.sources)} sources, "
-          f"{len(settings.watchlists)} watchlists, {len(settings.channels)} channels)")
+    print(f"{settings.path}: ok ({plural(len(settings.sources), 'source')}, "
+          f"{plural(len(settings.watchlists), 'watchlist')}, "
+          f"{plural(len(settings.channels), 'channel')})")
     return EXIT_OK
 
 
@@ -411,10 +450,9 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
 def _requeue(settings: Settings, channel: str) -> int:
     if channel not in settings.channels:
-        raise ConfigError([("", f"no channel named '{channel}' (known: "
-                                f"{', '.join(settings.channels) or 'none'})")],
-                          path=str(settings.path))
-    with Store.open(settings.store.path) as store:
+        raise UsageError(f"no channel named '{channel}' (known: "
+                         f"{', '.join(settings.channels) or 'none'})")
+    with _existing_store(settings) as store:
         digests, papers = store.requeue(channel, datetime.now(UTC))
     print(f"{channel}: {plural(digests, 'digest')} with {plural(papers, 'paper')} will be sent "
           "again, unchanged, on the next run")
@@ -424,8 +462,12 @@ def _requeue(settings: Settings, channel: str) -> int:
 def _drop(settings: Settings, digest_ids: list[int], channel: str | None, *,
           skip: bool) -> int:
     if not digest_ids and not channel:
-        raise ConfigError([("", "name digest ids, or --channel NAME")], path=str(settings.path))
-    with Store.open(settings.store.path) as store, store.run_lock():
+        raise UsageError("name the digests to drop by id, or --channel NAME for all of a "
+                         "channel's stuck digests (see 'paper-digest status')")
+    if channel is not None and channel not in settings.channels:
+        raise UsageError(f"no channel named '{channel}' (known: "
+                         f"{', '.join(settings.channels) or 'none'})")
+    with _existing_store(settings) as store, store.run_lock():
         stuck = {d.id: d for d in store.stuck_digests(channel)}
         unknown = [i for i in digest_ids if i not in stuck]
         if unknown:
@@ -512,8 +554,17 @@ def _restore(settings: Settings, backup: Path) -> int:
 def _known_watchlist(settings: Settings, name: str) -> None:
     names = [w.name for w in settings.watchlists]
     if name not in names:
-        raise ConfigError([("", f"no watchlist named '{name}' (known: "
-                                f"{', '.join(names) or 'none'})")], path=str(settings.path))
+        raise UsageError(f"no watchlist named '{name}' (known: {', '.join(names) or 'none'})")
+
+
+def _existing_store(settings: Settings) -> Store:
+    """The store, for a command that only looks at what runs recorded: a missing one is
+    said so, not created empty (its path may be relative to another directory)."""
+    path = settings.store.path
+    if not path.exists():
+        raise UsageError(f"{path.resolve()}: no store yet; run 'paper-digest run --once' "
+                         "first, from the directory the store path is relative to")
+    return Store.open(path)
 
 
 def _progress(line: str) -> None:
@@ -681,7 +732,7 @@ def _calendar_lines(settings: Settings, store: Store, source: SourceSettings) ->
 
 
 def _explain(settings: Settings, wanted: str) -> int:
-    with Store.open(settings.store.path) as store:
+    with _existing_store(settings) as store:
         papers = store.find(wanted)
         if not papers:
             print(f"no stored paper matches {wanted!r} (run 'paper-digest run --once' first, "
@@ -702,13 +753,11 @@ def _preview(settings: Settings, name: str, *, days: int | None, limit: int,
     from digest.web.app import web_problems
 
     _known_watchlist(settings, name)
-    if days is not None and days < 1:
-        raise ConfigError([("--days", "must be at least 1")], path=str(settings.path))
     if link and (problems := web_problems(settings)):
         raise ConfigError(problems, path=str(settings.path))
     watchlist = next(w for w in settings.watchlists if w.name == name)
     now = datetime.now(UTC)
-    with Store.open(settings.store.path) as store:
+    with _existing_store(settings) as store:
         preview = run_preview(settings, watchlist, store,
                               days=days or settings.store.lookback_days, now=now)
     print(format_preview(preview, limit=limit))

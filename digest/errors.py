@@ -21,6 +21,11 @@ class ConfigError(DigestError):
         super().__init__(where + "; ".join(lines))
 
 
+class UsageError(DigestError):
+    """A command's arguments name what is not there: a watchlist or channel the config does
+    not define, a store that does not exist yet, a count that cannot be."""
+
+
 class SourceError(DigestError):
     """A source could not deliver papers."""
 

@@ -35,6 +35,7 @@ from digest.errors import (
     ParseError,
     SourceError,
     StoreError,
+    UsageError,
     describe_unexpected,
 )
 from digest.feedback import LinkSigner, MoreLink, more_page_url, rating_urls
@@ -520,6 +521,11 @@ def run_once(
     and it returns what it did so far, marked interrupted.
     """
     seams = _stoppable(seams or Seams())
+    known = [w.name for w in settings.watchlists]
+    unknown = sorted(set(watchlists or ()) - set(known))
+    if unknown:
+        raise UsageError(f"no watchlist named {', '.join(map(repr, unknown))} (known: "
+                         f"{', '.join(known) or 'none'})")
     selected = [w for w in settings.watchlists if watchlists is None or w.name in set(watchlists)]
     channel_names = sorted({c for w in selected for c in w.channels})
     problems = preflight(settings, channels=channel_names, secrets=outbox is None)

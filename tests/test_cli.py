@@ -12,6 +12,7 @@ import pytest
 
 from digest import config
 from digest.cli import _parser, main
+from digest.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = ("run", "serve", "check", "explain", "status", "requeue")
@@ -86,7 +87,7 @@ def test_check_accepts_a_good_config_and_names_missing_secrets(tmp_path, capsys,
     from digest.sources import SOURCES
 
     # the example shows every source and channel kind once
-    assert (f"ok ({len(SOURCES)} sources, 1 watchlists, {len(CHANNELS)} channels)"
+    assert (f"ok ({len(SOURCES)} sources, 1 watchlist, {len(CHANNELS)} channels)"
             in captured.out)
     assert "secret" not in captured.out + captured.err
 
@@ -242,8 +243,45 @@ def test_requeue_names_an_unknown_channel(tmp_path, capsys):
     config = _one_source_config(tmp_path, str(feed), str(tmp_path / "d.db"))
     assert main(["requeue", "--config", str(config), "nope"]) == 2
     assert "no channel named 'nope' (known: m)" in capsys.readouterr().err
+    Store.open(tmp_path / "d.db").close()
     assert main(["requeue", "--config", str(config), "m"]) == 0
     assert "m: 0 digests with 0 papers" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", [
+    ["explain", "2611.04001"], ["preview", "-w", "w"], ["requeue", "m"], ["drop", "1"]])
+def test_a_command_that_reads_the_store_does_not_create_a_missing_one(tmp_path, capsys,
+                                                                      command):
+    """Run from the wrong directory, a relative store path names a store that is not there:
+    said so, and no empty store is left behind to be read, backed up or reported on."""
+    config = _one_source_config(tmp_path, str(tmp_path / "feed.xml"), str(tmp_path / "d.db"))
+    assert main([command[0], "--config", str(config), *command[1:]]) == 2
+    assert "no store yet; run 'paper-digest run --once' first" in capsys.readouterr().err
+    assert not (tmp_path / "d.db").exists()
+
+
+def test_arguments_that_name_nothing_are_refused_before_anything_runs(tmp_path, capsys):
+    """A watchlist or channel the config does not define, a port that cannot be: exit 2,
+    naming what is known, nothing fetched, sent or created."""
+    feed = tmp_path / "feed.xml"
+    feed.write_text("<rss><channel><title>t</title></channel></rss>")
+    config = _one_source_config(tmp_path, str(feed), str(tmp_path / "d.db"))
+    assert main(["run", "--once", "--config", str(config), "-w", "nope"]) == 2
+    assert "no watchlist named 'nope' (known: w)" in capsys.readouterr().err
+    assert not (tmp_path / "d.db").exists()
+    Store.open(tmp_path / "d.db").close()
+    assert main(["drop", "--config", str(config), "--channel", "nope"]) == 2
+    assert "no channel named 'nope' (known: m)" in capsys.readouterr().err
+    assert main(["drop", "--config", str(config)]) == 2
+    assert "name the digests to drop by id" in capsys.readouterr().err
+    for bad in ("99999", "0", "http"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["web", "--config", str(config), "--port", bad])
+        assert exit_.value.code == 2
+        assert "argument --port" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["preview", "--config", str(config), "-w", "w", "--days", "0"])
+    assert "argument --days: 0: must be at least 1" in capsys.readouterr().err
 
 
 def test_the_command_starts_without_the_libraries_only_some_runs_need():
@@ -260,3 +298,19 @@ def test_the_command_starts_without_the_libraries_only_some_runs_need():
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            check=True).stdout.strip()
     assert shown == "False"
+
+
+def test_output_into_a_pipe_closed_early_ends_quietly(tmp_path):
+    """`paper-digest check ... | head -0`: the reader is gone before the first line; the
+    command stops with the shell's status for it, and no traceback."""
+    config = _one_source_config(tmp_path, str(tmp_path / "feed.xml"), str(tmp_path / "d.db"))
+    (tmp_path / "feed.xml").write_text("<rss><channel><title>t</title></channel></rss>")
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run([sys.executable, "-m", "digest", "check", "--config", str(config)],
+                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write)
+    assert done.returncode == 141
+    assert done.stderr == ""
