@@ -47,4 +47,6 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) outbox data/demo.db build dist *.egg-info
+	rm -rf $(VENV) outbox build dist *.egg-info
+	rm -f data/demo.db data/demo.db-wal data/demo.db-shm data/demo.db.journal data/demo.db.lock \
+		data/backups/demo-*.db

@@ -358,9 +358,7 @@ def feedback_links(settings: Settings, watchlist: str,
     secret = web.secret.reveal() if web.secret else ""
     if not web.base_url:
         return {}
-    if not secret:
-        log.warning("web.base_url is set but $%s is not: the digest goes out without rating "
-                    "links", web.secret_env)
+    if not secret:  # said once a run, by _deliver
         return {}
     signer = LinkSigner(secret)
     return {key: rating_urls(signer, web.base_url, watchlist=watchlist, paper_key=key)
@@ -801,6 +799,10 @@ def _deliver(
     factory = seams.channel_factory or default_channel(settings, seams)
     channels: dict[str, Channel] = {}
     outbox = Outbox(outbox_dir) if outbox_dir is not None else None
+    web = settings.web
+    if web.base_url and not (web.secret.reveal() if web.secret else ""):
+        log.warning("web.base_url is set but $%s is not: digests go out without rating "
+                    "links", web.secret_env)
     broken: dict[str, str] = {}  # channel -> error that stopped it for this run
 
     def channel(name: str) -> Channel:

@@ -250,8 +250,6 @@ def test_links_only_with_an_address_and_a_key(web, expected, caplog):
         links = feedback_links(Settings(path=Path("digest.toml"), web=web), "efficient-llms",
                                ["arxiv:2611.04001"])
     assert bool(links) is expected
-    if web.base_url and not expected:
-        assert "DIGEST_WEB_SECRET" in caplog.text and KEY not in caplog.text
     if expected:
         assert set(links["arxiv:2611.04001"]) == set(ACTIONS)
         for action, url in links["arxiv:2611.04001"].items():
@@ -300,6 +298,24 @@ webhook_url_env = "LINKS_SLACK_HOOK"
 timeout_seconds = 5
 """)
     return config, inbox, http_server
+
+
+def test_a_missing_key_is_said_once_a_run_not_once_a_digest(linked_run, tmp_path, capsys,
+                                                            caplog, monkeypatch):
+    """Without its key (a run into an outbox needs no secrets), every digest goes out
+    without rating links, and the log says why once, however many digests there are."""
+    config, _, _ = linked_run
+    monkeypatch.delenv("LINKS_WEB_KEY")
+    with caplog.at_level(logging.WARNING):
+        assert main(["run", "--once", "--config", str(config), "--outbox",
+                     str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert any(n.endswith(".eml") for n in written) and any(n.endswith(".json")
+                                                            for n in written)
+    warned = [r for r in caplog.records if "LINKS_WEB_KEY" in r.getMessage()]
+    assert len(warned) == 1 and "without rating links" in warned[0].getMessage()
+    assert KEY not in caplog.text
 
 
 @pytest.mark.integration

@@ -206,6 +206,7 @@ def test_links_work_under_the_base_urls_path_whether_a_proxy_strips_it_or_not(tm
             assert "Undone" in undone.text
             assert client.post(link("dislike")).status_code == 200  # prefix stripped
             assert client.get("/digest/healthz").text == "ok"
+            assert client.get("/digest/healthz/").status_code == 404
     finally:
         server.stop()
     assert ratings(settings)[0][3] == "dislike"
@@ -287,6 +288,9 @@ JUNK = {
                             b"a=%ff&&&=\x00"),
     "overlong token": ("GET", "/r/" + "a" * 1500, {}, None),
     "foreign host header": ("GET", "/healthz", {"host": "evil.example.com"}, None),
+    # no redirect to the twin without the slash: it would name http://, not the proxy's
+    "trailing slash": ("GET", "/healthz/", {}, None),
+    "rating link with a trailing slash": ("GET", "/r/abc.def/", {}, None),
 }
 
 

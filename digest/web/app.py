@@ -25,7 +25,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, Router
 
 from digest.config import MIN_SECRET_CHARS, Settings
 from digest.deliver.feed_files import served_feeds
@@ -261,8 +261,8 @@ def create_app(settings: Settings, *, now: Callable[[], datetime] = lambda: date
     # A proxy may pass the base URL's path on (/digest/r/...) or strip it (/r/...).
     prefix = urlsplit(settings.web.base_url).path.rstrip("/")
     if prefix:
-        routes.append(Mount(prefix, routes=list(routes)))
-    return Starlette(
+        routes.append(Mount(prefix, app=Router(list(routes), redirect_slashes=False)))
+    app = Starlette(
         routes=routes,
         middleware=[
             Middleware(Guard, max_body_bytes=settings.web.max_body_kb * 1024,
@@ -274,6 +274,10 @@ def create_app(settings: Settings, *, now: Callable[[], datetime] = lambda: date
         exception_handlers={PageError: page_error, HTTPException: http_error,
                             StoreError: store_error, sqlite3.Error: store_error},
     )
+    # No path answers with a redirect to its twin with or without a slash: that redirect
+    # names this app's own scheme and host, not the public ones behind a TLS proxy.
+    app.router.redirect_slashes = False
+    return app
 
 
 def _not_modified(request: Request, etag: str, modified: int) -> bool:
