@@ -12,11 +12,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from conftest import ROOT, Route
-from test_import import API_PATH, NOW, atom, events, make_env, ratings
+from test_import import API_PATH, NOW, atom, events, make_env, ratings, stored_paper
 
 from digest.cli import main
 from digest.ratings_import import reference_from_argument
 from digest.sources.arxiv_api import BASE_URL, lookup_url
+from digest.sources.base import SourceState
 from digest.store import Store
 
 
@@ -88,7 +89,6 @@ def test_a_paper_not_stored_is_fetched_from_arxiv_and_kept_out_of_the_news(env, 
 
 
 @pytest.mark.parametrize(("names", "message"), [
-    pytest.param(["LoRA"], "LoRA: 2 stored papers match", id="ambiguous title words"),
     pytest.param(["graph neural"], "graph neural: no stored paper matches",
                  id="words no title has"),
     pytest.param(["10.1145/0000000.0000000"],
@@ -104,8 +104,20 @@ def test_an_unclear_name_records_nothing_and_says_why(env, capsys, names, messag
     err = capsys.readouterr().err
     assert message in err and "nothing recorded" in err
     assert ratings(tmp_path) == []
-    if names == ["LoRA"]:  # the candidates are listed, so the next try can be exact
-        assert "  arxiv:2611.04001  LoRA-Flow" in err and "  arxiv:2305.14314  QLoRA" in err
+
+
+def test_title_words_two_papers_share_record_nothing_and_list_both(env, capsys):
+    config, tmp_path, server = env
+    with Store.open(tmp_path / "digest.db") as store:
+        store.record_batch("arxiv-cs", [stored_paper("2611.05555", "Adapters for LoRA Merging")],
+                           SourceState(), NOW)
+    assert rate(config, "like", "LoRA") == 1
+    err = capsys.readouterr().err
+    assert "LoRA: 2 stored papers match" in err and "nothing recorded" in err
+    # the candidates are listed, so the next try can be exact; "QLoRA" is another word
+    assert "  arxiv:2611.04001  LoRA-Flow" in err and "  arxiv:2611.05555  Adapters" in err
+    assert "QLoRA" not in err
+    assert ratings(tmp_path) == []
 
 
 def test_an_unknown_watchlist_is_exit_2_with_the_known_names(env, capsys):

@@ -379,3 +379,29 @@ def test_a_channels_latest_digest_is_found_by_index(store):
     plan = [row[3] for row in store.db.execute("EXPLAIN QUERY PLAN " + asked)]
     assert plan == ["SEARCH digests USING COVERING INDEX digests_latest "
                     "(channel=? AND watchlist=? AND dropped_at=?)"], plan
+
+
+def test_title_words_are_found_whole_and_in_any_order(tmp_path):
+    """What `explain` and `rate` look a paper up by: each word whole, in any order; "%"
+    and "_" are characters, not wildcards; no word finds nothing."""
+    titles = {
+        "2611.00001": "LoRA Adapters for Speech",
+        "2611.00002": "Curiosity-Driven Exploration in Sparse-Reward Manipulation",
+        "2611.00003": "Why Language Models Need Attention Sinks",
+        "2611.00004": "A 50% Smaller KV Cache",
+        "2611.00005": "World Models for Autonomous Driving",
+    }
+    papers = [Paper(key=f"arxiv:{i}", title=t, url="", arxiv_id=i) for i, t in titles.items()]
+    with Store.open(tmp_path / "d.db") as store:
+        store.record_batch("s", papers, SourceState(), NOW)
+        found = {text: [p.title for p in store.find(text)] for text in (
+            "LoRA", "sinks attention", "RL", "50%", "%", "_", "", "  ", "exploration",
+            "world models autonomous")}
+    assert found["LoRA"] == ["LoRA Adapters for Speech"]  # not "expLORAtion"
+    assert found["sinks attention"] == ["Why Language Models Need Attention Sinks"]
+    assert found["RL"] == []  # not "woRLd"
+    assert found["50%"] == ["A 50% Smaller KV Cache"]
+    assert found["%"] == ["A 50% Smaller KV Cache"]  # the character, not every title
+    assert found["_"] == found[""] == found["  "] == []
+    assert found["exploration"] == [titles["2611.00002"]]
+    assert found["world models autonomous"] == [titles["2611.00005"]]

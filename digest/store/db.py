@@ -8,6 +8,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import shutil
 import sqlite3
 import sys
@@ -157,6 +158,9 @@ class KeptScores:
     whole: bool
     matches: Sequence[Match]
     rescored: frozenset[str]
+
+
+_TITLE_WORD = re.compile(r"[^\W_]+(?:[-'][^\W_]+)*|[%_]+")
 
 
 class Candidates:
@@ -588,10 +592,24 @@ class Store:
         for key in keys:
             if found := self.paper(key):
                 return [found]
-        pattern = "%" + "%".join(wanted.split()) + "%"
-        rows = self.db.query("SELECT * FROM papers WHERE title LIKE ? ORDER BY first_seen DESC "
-                             "LIMIT ?", [pattern, limit])
-        return [_paper_from_row(row) for row in rows]
+        # Words of the title, whole and in any order: "LoRA" is not in "expLORAtion", and
+        # "%" or "_" is a character to find, not a wildcard.
+        words = _TITLE_WORD.findall(wanted.lower())
+        if not words:
+            return []
+        where = " AND ".join("title LIKE ? ESCAPE '\\'" for _ in words)
+        like = ["%" + re.sub(r"([\\%_])", r"\\\1", word) + "%" for word in words]
+        whole = [re.compile(("(?<!\\w)" if word[0].isalnum() else "") + re.escape(word)
+                            + ("(?!\\w)" if word[-1].isalnum() else ""), re.IGNORECASE)
+                 for word in words]
+        titled: list[Paper] = []
+        for row in self.db.query(f"SELECT * FROM papers WHERE {where} "
+                                 "ORDER BY first_seen DESC", like):
+            if all(w.search(row["title"]) for w in whole):
+                titled.append(_paper_from_row(row))
+                if len(titled) == limit:
+                    break
+        return titled
 
     def sources_of(self, key: str) -> list[str]:
         return [r[0] for r in self.db.execute(
