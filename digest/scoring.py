@@ -566,8 +566,10 @@ class Matcher:
             shared = [c for c in listed if c in s.categories]
             if not shared:
                 which = "primary category" if s.primary_only else "categories"
-                return verdict(f"{which} {', '.join(c for c in listed if c) or 'none'} not in "
-                               f"{', '.join(s.categories)}")
+                named = ", ".join(c for c in listed if c)
+                return verdict(f"{which} {named} not in {', '.join(s.categories)}" if named
+                               else f"no {which} known, and only {', '.join(s.categories)} "
+                               "may pass")
             only = not s.keywords and s.query is None and not s.authors and not s.similar_to
             reasons.append(Reason("category", shared[0],
                                   points=CATEGORY_ONLY_POINTS if only else 0.0))
@@ -603,12 +605,12 @@ class Matcher:
             if not evidence and reason.points > 0:
                 share = self._alone(w, learned.models.models[w.name])
                 if reason.points < share * s.feedback_weight:
-                    return verdict(f"no term, author, category or seed matched, and the "
+                    return verdict(f"{_nothing_matched(reasons)}, and the "
                                    f"ratings alone give {reason.points:g}, under "
                                    f"{round(share, 2):g} x feedback_weight")
                 evidence = True
         if not evidence:
-            return verdict("no term, author, category or seed matched")
+            return verdict(_nothing_matched(reasons))
         if s.category_boost or s.upvotes_boost or s.recency_boost:
             reasons.extend(_boosts(paper, s, now))
         total = round(sum(r.points for r in reasons), 4)
@@ -635,6 +637,13 @@ class Matcher:
         if w.ratings_only:
             return LEARNED_ALONE
         return max(LEARNED_PAST_RULES, model.alone)
+
+
+def _nothing_matched(reasons: list[Reason]) -> str:
+    """Why a paper has no evidence; a category that let it through is not evidence."""
+    if any(r.kind == "category" for r in reasons):
+        return "no term, author or seed matched (its category only lets it through)"
+    return "no term, author, category or seed matched"
 
 
 def _digest_of(texts: Iterable[str]) -> str:

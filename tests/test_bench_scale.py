@@ -74,7 +74,7 @@ def test_generated_config_passes_check(bench: ModuleType, tmp_path: Path) -> Non
     done = subprocess.run([sys.executable, "-m", "digest", "check", "--config", str(config)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "ok (1 sources, 20 watchlists, 20 channels)" in done.stdout
+    assert "ok (1 source, 20 watchlists, 20 channels)" in done.stdout
 
 
 def test_measure_reports_the_childs_own_peak_memory_and_status(

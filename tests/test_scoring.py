@@ -573,3 +573,18 @@ def test_highlighting_made_ready_ahead_compiles_nothing_later():
     spans = highlight_spans(text, terms)
     assert _compiled.cache_info().misses == built
     assert [text[a:b] for a, b in spans] == ["quokkaised", "wombat-cache", "Qx++"]
+
+
+def test_a_verdict_never_contradicts_the_parts_it_lists():
+    """`explain` prints the verdict above the parts: a paper let through by its category
+    but matched by nothing else is not told "no category matched"; a paper a source
+    lists without categories is told so in words."""
+    w = watchlist(keywords=["diffusion"], categories=("cs.CV",))
+    passed_by_category = explain(make_paper(title="Sparse attention", categories=["cs.CV"]), w)
+    assert passed_by_category.verdict == ("no term, author or seed matched (its category "
+                                          "only lets it through)")
+    assert [r.kind for r in passed_by_category.reasons] == ["category"]
+    unlisted = explain(make_paper(title="Diffusion models"), w)  # e.g. from Hugging Face
+    assert unlisted.verdict == "no categories known, and only cs.CV may pass"
+    elsewhere = explain(make_paper(title="Diffusion models", categories=["cs.CL"]), w)
+    assert elsewhere.verdict == "categories cs.CL not in cs.CV"

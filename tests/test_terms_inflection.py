@@ -264,7 +264,7 @@ to = ["reader@example.org"]
     out = capsys.readouterr().out
     assert "warning: watchlists[0].query: 'and' in \"LLM and safety\"" in out
     assert "warning: watchlists[0].keywords[1]: '-survey'" in out
-    assert out.rstrip().endswith("channels)")
+    assert out.rstrip().endswith("1 channel)")
 
 
 def test_forms_kept_in_the_store_spare_the_next_run_inflect(tmp_path):
