@@ -28,7 +28,14 @@ from digest.config import (
 )
 from digest.errors import ConfigError, DigestError, LockedError, StoreError, UsageError
 from digest.models import Paper, RunReport
-from digest.pipeline import Seams, build_matcher, preflight, reads_arxiv_calendar, run_once
+from digest.pipeline import (
+    Seams,
+    build_matcher,
+    known_watchlists,
+    preflight,
+    reads_arxiv_calendar,
+    run_once,
+)
 from digest.render import plural
 from digest.scoring import Explanation
 from digest.store import Store
@@ -449,9 +456,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _requeue(settings: Settings, channel: str) -> int:
-    if channel not in settings.channels:
-        raise UsageError(f"no channel named '{channel}' (known: "
-                         f"{', '.join(settings.channels) or 'none'})")
+    _known_channel(settings, channel)
     with _existing_store(settings) as store:
         digests, papers = store.requeue(channel, datetime.now(UTC))
     print(f"{channel}: {plural(digests, 'digest')} with {plural(papers, 'paper')} will be sent "
@@ -464,9 +469,8 @@ def _drop(settings: Settings, digest_ids: list[int], channel: str | None, *,
     if not digest_ids and not channel:
         raise UsageError("name the digests to drop by id, or --channel NAME for all of a "
                          "channel's stuck digests (see 'paper-digest status')")
-    if channel is not None and channel not in settings.channels:
-        raise UsageError(f"no channel named '{channel}' (known: "
-                         f"{', '.join(settings.channels) or 'none'})")
+    if channel is not None:
+        _known_channel(settings, channel)
     with _existing_store(settings) as store, store.run_lock():
         stuck = {d.id: d for d in store.stuck_digests(channel)}
         unknown = [i for i in digest_ids if i not in stuck]
@@ -551,10 +555,10 @@ def _restore(settings: Settings, backup: Path) -> int:
     return EXIT_OK
 
 
-def _known_watchlist(settings: Settings, name: str) -> None:
-    names = [w.name for w in settings.watchlists]
-    if name not in names:
-        raise UsageError(f"no watchlist named '{name}' (known: {', '.join(names) or 'none'})")
+def _known_channel(settings: Settings, name: str) -> None:
+    if name not in settings.channels:
+        raise UsageError(f"no channel named '{name}' (known: "
+                         f"{', '.join(settings.channels) or 'none'})")
 
 
 def _existing_store(settings: Settings) -> Store:
@@ -577,7 +581,7 @@ def _rate(settings: Settings, watchlist: str, action: str, wanted: list[str]) ->
     from digest.ratings_import import rate, reference_from_argument, resolve
     from digest.sources.arxiv_api import lookup_url
 
-    _known_watchlist(settings, watchlist)
+    known_watchlists(settings, [watchlist])
     references = [reference_from_argument(text) for text in wanted]
     now = datetime.now(UTC)
     with Store.open(settings.store.path) as store, Fetcher(settings.http) as fetcher:
@@ -616,7 +620,7 @@ def _import_likes(settings: Settings, watchlist: str, files: list[Path]) -> int:
     from digest.ratings_import import import_likes, read_file
     from digest.sources.arxiv_api import lookup_url
 
-    _known_watchlist(settings, watchlist)
+    known_watchlists(settings, [watchlist])
     read = [read_file(path) for path in files]  # every file parses before anything is done
     kinds = {"bibtex": "BibTeX", "csl-json": "CSL JSON", "id-list": "list of ids"}
     for imported in read:
@@ -752,7 +756,7 @@ def _preview(settings: Settings, name: str, *, days: int | None, limit: int,
     from digest.preview import format_preview, preview_url, run_preview
     from digest.web.app import web_problems
 
-    _known_watchlist(settings, name)
+    known_watchlists(settings, [name])
     if link and (problems := web_problems(settings)):
         raise ConfigError(problems, path=str(settings.path))
     watchlist = next(w for w in settings.watchlists if w.name == name)

@@ -124,6 +124,11 @@ class WebSettings:
     def enabled(self) -> bool:
         return bool(self.base_url)
 
+    @property
+    def key(self) -> str:
+        """The key that signs links; empty while its variable is not set."""
+        return self.secret.reveal() if self.secret else ""
+
 
 @dataclass(frozen=True)
 class SourceSettings:
@@ -253,7 +258,7 @@ class Settings:
                 # The reason never quotes the value: it could hold a piece of the secret.
                 problems += [(where, reason) for reason in entry.options.secret_problems()]
         if self.web.enabled:
-            key = self.web.secret.reveal() if self.web.secret else ""
+            key = self.web.key
             if not key:
                 problems.append(("web.secret_env", f"environment variable "
                                  f"{self.web.secret_env} is not set (the key that signs "

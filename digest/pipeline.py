@@ -355,12 +355,9 @@ def feedback_links(settings: Settings, watchlist: str,
     No recipient is named: one email goes to every address of its channel.
     """
     web = settings.web
-    secret = web.secret.reveal() if web.secret else ""
-    if not web.base_url:
+    if not web.base_url or not web.key:  # a missing key is said once a run, by _deliver
         return {}
-    if not secret:  # said once a run, by _deliver
-        return {}
-    signer = LinkSigner(secret)
+    signer = LinkSigner(web.key)
     return {key: rating_urls(signer, web.base_url, watchlist=watchlist, paper_key=key)
             for key in keys}
 
@@ -395,14 +392,14 @@ class MorePage:
     url: str
 
 
-def more_page(settings: Settings, store: Store, watchlist: str,
-              now: datetime, *, digest_id: int | None = None) -> MorePage | None:
-    """The "N more" page of the next digest, once [web] has an address and a key.
+def more_page(settings: Settings, watchlist: str, now: datetime,
+              digest_id: int) -> MorePage | None:
+    """The "N more" page of a digest about to be composed, once [web] has an address and a
+    key.
 
     The URL must name the digest's id, yet the payload carrying it is composed before the
-    digest is recorded. The id is therefore taken first: the next one (or ``digest_id``,
-    the one a run composing ahead set aside for it), which only this run can use since it
-    holds the run lock; the digest is then recorded under it explicitly
+    digest is recorded. The id is therefore set aside first (``digest_id``), which only this
+    run can use since it holds the run lock; the digest is then recorded under it explicitly
     (a clash fails the run rather than link to another digest). Composing twice would cost
     every size-cut email a second rendering, and (channel, watchlist, time) names no digest
     uniquely. The link also names the moment recorded, so that an id SQLite gives again
@@ -410,12 +407,9 @@ def more_page(settings: Settings, store: Store, watchlist: str,
     one that left papers out shows it.
     """
     web = settings.web
-    secret = web.secret.reveal() if web.secret else ""
-    if not web.base_url or not secret:  # feedback_links has warned of a missing key
+    if not web.base_url or not web.key:  # a missing key is said once a run, by _deliver
         return None
-    if digest_id is None:
-        digest_id = store.next_digest_id()
-    url = more_page_url(LinkSigner(secret), web.base_url,
+    url = more_page_url(LinkSigner(web.key), web.base_url,
                         MoreLink(digest_id=digest_id, watchlist=watchlist, created_at=now))
     return MorePage(digest_id=digest_id, at=now, url=url)
 
@@ -505,6 +499,15 @@ def apply_renames(settings: Settings, store: Store, now: datetime,
             progress(f"renamed {kind} {old} to {new} in the store ({moved} records)")
 
 
+def known_watchlists(settings: Settings, names: Iterable[str]) -> None:
+    """A UsageError naming those of ``names`` the config defines no watchlist by."""
+    known = [w.name for w in settings.watchlists]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise UsageError(f"no watchlist named {', '.join(map(repr, unknown))} (known: "
+                         f"{', '.join(known) or 'none'})")
+
+
 def run_once(
     settings: Settings,
     *,
@@ -519,11 +522,7 @@ def run_once(
     and it returns what it did so far, marked interrupted.
     """
     seams = _stoppable(seams or Seams())
-    known = [w.name for w in settings.watchlists]
-    unknown = sorted(set(watchlists or ()) - set(known))
-    if unknown:
-        raise UsageError(f"no watchlist named {', '.join(map(repr, unknown))} (known: "
-                         f"{', '.join(known) or 'none'})")
+    known_watchlists(settings, watchlists or ())
     selected = [w for w in settings.watchlists if watchlists is None or w.name in set(watchlists)]
     channel_names = sorted({c for w in selected for c in w.channels})
     problems = preflight(settings, channels=channel_names, secrets=outbox is None)
@@ -800,7 +799,7 @@ def _deliver(
     channels: dict[str, Channel] = {}
     outbox = Outbox(outbox_dir) if outbox_dir is not None else None
     web = settings.web
-    if web.base_url and not (web.secret.reveal() if web.secret else ""):
+    if web.base_url and not web.key:
         log.warning("web.base_url is set but $%s is not: digests go out without rating "
                     "links", web.secret_env)
     broken: dict[str, str] = {}  # channel -> error that stopped it for this run
@@ -1056,8 +1055,7 @@ def _deliver(
                 _check_stop(seams)
                 progress(f"composing {name} for {channel_name}")
                 digest_id = set_aside()
-                more = more_page(settings, store, name, seams.now(),
-                                 digest_id=digest_id) if matches else None
+                more = more_page(settings, name, seams.now(), digest_id) if matches else None
                 job = composer.submit(channel_name, Digest(
                     watchlist=name, channel=channel_name,
                     matches=tuple(matches), created_at=seams.now(),

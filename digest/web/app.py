@@ -57,7 +57,7 @@ def web_problems(settings: Settings) -> list[tuple[str, str]]:
         problems.append(("web.base_url", "is not set: the web app answers the links digests "
                                          "carry, so it needs the public address they point "
                                          "to, like https://papers.example.org/digest"))
-    key = web.secret.reveal() if web.secret else ""
+    key = web.key
     if web.enabled:
         problems += [p for p in settings.missing_secrets() if p[0] == "web.secret_env"]
     elif len(key) < MIN_SECRET_CHARS:
