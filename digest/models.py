@@ -145,6 +145,8 @@ class Reason:
             return f"like the seed papers ({self.value})"
         if self.kind == "boost":
             return self.value
+        if self.kind in ("liked", "unliked") and self.says_nothing:
+            return "your ratings lean neither way"
         if self.kind == "liked":
             return (f'close to "{self.value}", which you liked' if self.value
                     else "like the papers you liked")
@@ -152,6 +154,11 @@ class Reason:
             return (f'close to "{self.value}", which you disliked' if self.value
                     else "unlike the papers you liked")
         return f"category {self.value}"
+
+    @property
+    def says_nothing(self) -> bool:
+        """What the ratings said rounds to no points: +0.00 is not "unlike", nor "like"."""
+        return self.kind in ("liked", "unliked") and abs(self.points) < 0.005
 
 
 @dataclass(frozen=True, slots=True)

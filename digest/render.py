@@ -161,13 +161,14 @@ def format_authors(authors: tuple[str, ...], limit: int = 8) -> str:
 
 
 def describe_reasons(match: Match) -> tuple[str, ...]:
-    """One phrase per term, author or category: '"LoRA" in title and abstract'."""
+    """One phrase per term, author or category: '"LoRA" in title and abstract'. What the
+    ratings said is left out where it rounds to no points."""
     fields: dict[tuple[str, str], list[str]] = {}
     others: list[str] = []
     for reason in match.reasons:
         if reason.kind in ("term", "negative"):
             fields.setdefault((reason.kind, reason.value), []).append(reason.field)
-        else:
+        elif not reason.says_nothing:
             others.append(reason.describe())
     terms = [f'"{term}" in {" and ".join(where)}' + (" (lowers)" if kind == "negative" else "")
              for (kind, term), where in fields.items()]

@@ -12,7 +12,7 @@ import pytest
 import digest.pipeline as pipeline
 from digest.config import Keyword, WatchlistSettings
 from digest.feedback import next_step
-from digest.models import Paper
+from digest.models import Match, Paper, Reason
 from digest.ranking import (
     MIN_LIKES,
     Corpus,
@@ -22,6 +22,7 @@ from digest.ranking import (
     train,
 )
 from digest.ranking.model import MIN_BACKGROUND, UNLIKE_SHARE
+from digest.render import describe_reasons
 from digest.scoring import Matcher
 from digest.similarity import SimilarityIndex
 from digest.sources.base import SourceState
@@ -343,6 +344,25 @@ def test_likes_alone_take_a_little_from_a_keyword_match_and_never_veto_a_title_h
     learned = [r for r in explanation.reasons if r.kind in ("liked", "unliked")]
     assert explanation.passed and -UNLIKE_SHARE * 5.0 < learned[0].points < 0.0
     assert learned[0].describe() == "unlike the papers you liked"
+
+
+def test_ratings_that_round_to_no_points_say_neither_like_nor_unlike():
+    # A paper its reader liked can lean a hair against (the model has not seen it): at
+    # -0.003 points, "unlike the papers you liked" beside "+0.00" contradicts the reader.
+    paper = optics(0)
+    faint = Reason("unliked", "", "ratings", -0.003, weight=5.0)
+    plain = Reason("unliked", "", "ratings", -0.2, weight=5.0)
+    term = Reason("term", "lenses", "title", 3.0)
+    assert faint.says_nothing and not plain.says_nothing and not term.says_nothing
+    assert faint.describe() == "your ratings lean neither way"
+    assert replace(faint, kind="liked", points=0.004).describe() == (
+        "your ratings lean neither way")
+    assert plain.describe() == "unlike the papers you liked"
+    # The digest leaves the empty say out; a say worth points stays.
+    match = Match(paper, "asr", 2.997, (term, faint))
+    assert describe_reasons(match) == ('"lenses" in title',)
+    assert describe_reasons(replace(match, reasons=(term, plain))) == (
+        '"lenses" in title', "unlike the papers you liked")
 
 
 def test_dislikes_let_the_model_count_against_papers_like_them():
