@@ -25,6 +25,7 @@ from digest.errors import StoreError
 from digest.models import Digest, Match, Paper
 from digest.sources.base import SourceState
 from digest.store import Store
+from digest.store.db import read_journal
 
 pytestmark = pytest.mark.integration
 
@@ -215,6 +216,35 @@ def test_every_store_write_fails_with_the_store_error(tmp_path, write):
     with pytest.raises(StoreError, match=r"cannot .*: .*digest\.db: cannot write"):
         write(store)
     store.close()
+
+
+def test_the_journal_is_readable_at_once_and_on_disk_by_the_time_the_store_closes(
+        tmp_path, monkeypatch):
+    synced: list[int] = []  # the journal's size at each fsync
+    journal = tmp_path / "digest.db.journal"
+    real_fsync = os.fsync
+
+    def fsync(descriptor: int) -> None:
+        synced.append(journal.stat().st_size)
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    store = small_store(tmp_path)
+    paper = Paper(key="arxiv:2611.00003", title="C", url="", arxiv_id="2611.00003")
+    store.record_batch("feed", [paper], SourceState(), NOW)
+    for number in range(1, 41):
+        digest = Digest(watchlist="w", channel="mail", created_at=NOW,
+                        matches=(Match(paper=paper, watchlist="w", score=1.0, reasons=()),))
+        digest_id = store.create_digest(digest, {"kind": "email"}, NOW)
+        store.mark_sent(digest_id, NOW)
+        # Each fact is in the system's hands as it is written: a crash keeps it.
+        entries = read_journal(journal)
+        assert len(entries) == number and entries[-1]["digest"] == digest_id
+    # Not one fsync a digest (a slow disk would pay it 40 times) ...
+    assert 1 <= len(synced) < 10
+    store.close()
+    # ... but every line is on the disk once the store is closed.
+    assert synced[-1] == journal.stat().st_size
 
 
 # -------------------------------------------------------------- damage, backup, restore

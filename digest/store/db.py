@@ -12,6 +12,7 @@ import re
 import shutil
 import sqlite3
 import sys
+import time
 from array import array
 from bisect import bisect_left
 from collections import Counter
@@ -50,6 +51,9 @@ CHUNK = 500
 # they are those of a store that differs from today's by no more than that, and exactly
 # those that the kept matches were scored under.
 TERM_WEIGHTS_DRIFT = 0.05
+# The delivery journal is put on the disk (fsync) at most this often, and when the store
+# closes; each line is handed to the system as it is written.
+JOURNAL_SYNC_SECONDS = 1.0
 
 # The tables that file rows under a channel's or a watchlist's name: what Store.rename moves.
 RENAMED_TABLES: dict[str, tuple[str, ...]] = {
@@ -210,6 +214,8 @@ class Store:
     def __init__(self, db: sqlite_utils.Database, path: Path | None = None) -> None:
         self.db = db
         self.path = path
+        self._journal_synced = -JOURNAL_SYNC_SECONDS  # monotonic time of the last fsync
+        self._journal_unsynced = False
 
     @classmethod
     def open(cls, path: str | Path) -> Store:
@@ -240,11 +246,32 @@ class Store:
         try:
             with open(path, "a", encoding="utf-8") as journal:
                 journal.write(line)
-                journal.flush()
-                os.fsync(journal.fileno())
+                journal.flush()  # in the system's hands: a crash of this process keeps it
+                # On the disk at least once a JOURNAL_SYNC_SECONDS and when the store
+                # closes: an fsync per digest would cost a slow disk seconds a run, and a
+                # power cut can take back as much of the database's last second.
+                now = time.monotonic()
+                if now - self._journal_synced >= JOURNAL_SYNC_SECONDS:
+                    os.fsync(journal.fileno())
+                    self._journal_synced, self._journal_unsynced = now, False
+                else:
+                    self._journal_unsynced = True
         except OSError as exc:
             raise StoreError(f"cannot append to the delivery journal: "
                              f"{describe_store_error(path, exc)}") from exc
+
+    def sync_journal(self) -> None:
+        """Put the journal's last lines on the disk, if any are not yet."""
+        path = self.journal_path
+        if path is None or not self._journal_unsynced:
+            return
+        try:
+            with open(path, "a", encoding="utf-8") as journal:
+                os.fsync(journal.fileno())
+        except OSError as exc:
+            raise StoreError(f"cannot write the delivery journal to disk: "
+                             f"{describe_store_error(path, exc)}") from exc
+        self._journal_synced, self._journal_unsynced = time.monotonic(), False
 
     def health(self) -> list[str]:
         """Problems that would make a run fail or lose facts, each with what to do."""
@@ -298,7 +325,10 @@ class Store:
         return destination
 
     def close(self) -> None:
-        self.db.close()
+        try:
+            self.sync_journal()
+        finally:
+            self.db.close()
 
     def __enter__(self) -> Store:
         return self
