@@ -55,6 +55,44 @@ def test_undoing_the_first_rating_removes_it(store):
     assert store.ratings() == {}
 
 
+def _rate(store: Store, action: str) -> int:
+    outcome = store.rate(watchlist="w", paper_key="arxiv:2611.00001", action=action,
+                         origin="web", now=NOW)
+    assert outcome.event_id is not None
+    return outcome.event_id
+
+
+def test_undoing_every_click_in_any_order_leaves_the_paper_unrated(store):
+    # More like this, then not for me; undo the first click's page, then the second's.
+    liked, disliked = _rate(store, "like"), _rate(store, "dislike")
+    first = store.undo_rating(liked, NOW)
+    assert first is not None and first.action == "dislike"  # the later click stands
+    assert store.ratings() == {"w": {"arxiv:2611.00001": -1}}
+    second = store.undo_rating(disliked, NOW)
+    # Not the like it replaced: that click was taken back already.
+    assert second is not None and second.action is None
+    assert store.ratings() == {}
+
+
+def test_undoing_an_old_click_leaves_a_later_one_of_the_same_kind(store):
+    liked, _, liked_again = _rate(store, "like"), _rate(store, "dislike"), _rate(store, "like")
+    assert liked != liked_again
+    outcome = store.undo_rating(liked, NOW)
+    assert outcome is not None and outcome.action == "like"
+    assert store.ratings() == {"w": {"arxiv:2611.00001": 1}}
+
+
+def test_undoing_the_latest_click_goes_back_to_the_latest_still_standing(store):
+    liked, saved, disliked = _rate(store, "like"), _rate(store, "save"), _rate(store, "dislike")
+    store.undo_rating(saved, NOW)
+    outcome = store.undo_rating(disliked, NOW)
+    assert outcome is not None and outcome.action == "like"
+    assert store.ratings() == {"w": {"arxiv:2611.00001": 1}}
+    assert store.db.execute("SELECT action FROM ratings").fetchall() == [("like",)]
+    store.undo_rating(liked, NOW)
+    assert store.ratings() == {}
+
+
 def test_readers_ratings_are_summed_and_a_tie_is_left_out(store):
     for recipient, action in (("a@x.org", "like"), ("b@x.org", "dislike")):
         store.rate(watchlist="w", paper_key="arxiv:2611.00001", action=action,

@@ -1303,36 +1303,48 @@ class Store:
                                  int(cursor.lastrowid or 0))
 
     def undo_rating(self, event_id: int, now: datetime) -> RatingOutcome | None:
-        """Put back what a rating event replaced; None when it is unknown or undone already.
+        """Take back a rating event; None when it is unknown or undone already.
 
-        A later rating of the same paper by the same reader wins: undoing an older click
-        then changes nothing but the event's record.
+        The paper's rating becomes what the events still standing make it: that of the
+        latest one not undone, or, when every one is undone, what it was before the first
+        (nothing, for a paper first rated by them). A later rating of the same paper by the
+        same reader wins: undoing an older click then changes nothing but its record.
         """
         with self.writing(f"undo rating event {event_id}"):
             row = self.db.execute(
-                "SELECT watchlist, paper_key, recipient, action, previous_action, origin "
+                "SELECT watchlist, paper_key, recipient, action "
                 "FROM rating_events WHERE id = ? AND undone_at IS NULL", [event_id]).fetchone()
             if row is None:
                 return None
-            watchlist, paper_key, recipient, action, previous, origin = row
+            watchlist, paper_key, recipient, action = row
             self.db.execute("UPDATE rating_events SET undone_at = ? WHERE id = ?",
                             [_iso(now), event_id])
+            events = self.db.execute(
+                "SELECT id, action, previous_action, undone_at FROM rating_events "
+                "WHERE watchlist = ? AND paper_key = ? AND recipient = ? ORDER BY id",
+                [watchlist, paper_key, recipient]).fetchall()
+            standing = [e for e in events if e[3] is None]
             current = self.db.execute(
                 "SELECT action FROM ratings WHERE watchlist = ? AND paper_key = ? "
                 "AND recipient = ?", [watchlist, paper_key, recipient]).fetchone()
-            if current is None or current[0] != action:
+            if standing and standing[-1][0] > event_id:  # a later click stands: it wins
                 return RatingOutcome(watchlist, paper_key, current[0] if current else None,
                                      action, event_id)
-            if previous is None:
+            restored = standing[-1][1] if standing else events[0][2]
+            if restored is None:
                 self.db.execute("DELETE FROM ratings WHERE watchlist = ? AND paper_key = ? "
                                 "AND recipient = ?", [watchlist, paper_key, recipient])
             else:
                 self.db.execute(
-                    "UPDATE ratings SET action = ?, value = ?, created_at = ? "
-                    "WHERE watchlist = ? AND paper_key = ? AND recipient = ?",
-                    [previous, -1 if previous == "dislike" else 1, _iso(now), watchlist,
-                     paper_key, recipient])
-            return RatingOutcome(watchlist, paper_key, previous, action, event_id)
+                    """INSERT INTO ratings (watchlist, paper_key, recipient, action, value,
+                                            origin, created_at)
+                       VALUES (?, ?, ?, ?, ?, 'undo', ?)
+                       ON CONFLICT (watchlist, paper_key, recipient) DO UPDATE SET
+                           action = excluded.action, value = excluded.value,
+                           created_at = excluded.created_at""",
+                    [watchlist, paper_key, recipient, restored,
+                     -1 if restored == "dislike" else 1, _iso(now)])
+            return RatingOutcome(watchlist, paper_key, restored, action, event_id)
 
     def ratings(self, watchlist: str | None = None) -> dict[str, dict[str, int]]:
         """Each watchlist's rated papers: +1 liked (or saved), -1 disliked, readers summed.
