@@ -129,6 +129,13 @@ class WebSettings:
         """The key that signs links; empty while its variable is not set."""
         return self.secret.reveal() if self.secret else ""
 
+    @property
+    def link_key(self) -> str:
+        """The key digests sign their links with: empty while it is unset or too short for
+        the web app to accept, for a link signed with it would be refused."""
+        key = self.key
+        return key if len(key) >= MIN_SECRET_CHARS else ""
+
 
 @dataclass(frozen=True)
 class SourceSettings:

@@ -24,7 +24,7 @@ import httpx
 
 from digest.calendar import EASTERN, Announcement, Calendar, days_label, eastern_date
 from digest.composer import ComposeFailed, Composer, Job, composed_apart, workers_for
-from digest.config import ChannelSettings, Settings, WatchlistSettings
+from digest.config import MIN_SECRET_CHARS, ChannelSettings, Settings, WatchlistSettings
 from digest.deliver import CHANNELS, Channel, ChannelContext, Outbox, settings_fingerprint
 from digest.errors import (
     ConfigError,
@@ -355,9 +355,9 @@ def feedback_links(settings: Settings, watchlist: str,
     No recipient is named: one email goes to every address of its channel.
     """
     web = settings.web
-    if not web.base_url or not web.key:  # a missing key is said once a run, by _deliver
+    if not web.base_url or not web.link_key:  # a missing key is said once a run, by _deliver
         return {}
-    signer = LinkSigner(web.key)
+    signer = LinkSigner(web.link_key)
     return {key: rating_urls(signer, web.base_url, watchlist=watchlist, paper_key=key)
             for key in keys}
 
@@ -407,9 +407,9 @@ def more_page(settings: Settings, watchlist: str, now: datetime,
     one that left papers out shows it.
     """
     web = settings.web
-    if not web.base_url or not web.key:  # a missing key is said once a run, by _deliver
+    if not web.base_url or not web.link_key:  # a missing key is said once a run, by _deliver
         return None
-    url = more_page_url(LinkSigner(web.key), web.base_url,
+    url = more_page_url(LinkSigner(web.link_key), web.base_url,
                         MoreLink(digest_id=digest_id, watchlist=watchlist, created_at=now))
     return MorePage(digest_id=digest_id, at=now, url=url)
 
@@ -802,6 +802,10 @@ def _deliver(
     if web.base_url and not web.key:
         log.warning("web.base_url is set but $%s is not: digests go out without rating "
                     "links", web.secret_env)
+    elif web.base_url and not web.link_key:
+        log.warning("$%s is %d characters, fewer than the %d the web app accepts: digests go "
+                    "out without rating links, which it would refuse", web.secret_env,
+                    len(web.key), MIN_SECRET_CHARS)
     broken: dict[str, str] = {}  # channel -> error that stopped it for this run
 
     def channel(name: str) -> Channel:

@@ -319,6 +319,31 @@ def test_a_missing_key_is_said_once_a_run_not_once_a_digest(linked_run, tmp_path
 
 
 @pytest.mark.integration
+def test_a_key_the_web_app_would_refuse_signs_no_link(linked_run, capsys, caplog,
+                                                       monkeypatch):
+    """A key shorter than the web app accepts: every link signed with it would be dead,
+    so the digests go out without links, and the log says why once."""
+    config, inbox, server = linked_run
+    monkeypatch.setenv("LINKS_WEB_KEY", "short")
+    with caplog.at_level(logging.WARNING):
+        assert main(["run", "--once", "--config", str(config)]) == 0
+    capsys.readouterr()
+    [message] = [email.message_from_bytes(raw, policy=default_policy)
+                 for _, _, raw in inbox.messages]
+    html = message.get_body(("html",)).get_content()
+    text = message.get_body(("plain",)).get_content()
+    assert re.findall(r'<a href="(https://arxiv\.org/abs/[^"]+)"', html)  # papers went out
+    assert html_ratings(html) == {} and text_ratings(text) == {}
+    assert BASE not in html and BASE not in text
+    posts = [hit.json() for hit in server.hits("/services/T1/B1/token")]
+    assert posts and all(BASE not in str(post) for post in posts)
+    warned = [r for r in caplog.records if "LINKS_WEB_KEY" in r.getMessage()]
+    assert len(warned) == 1
+    assert "5 characters, fewer than the 32" in warned[0].getMessage()
+    assert "short" not in warned[0].getMessage()  # the key itself is never logged
+
+
+@pytest.mark.integration
 def test_run_once_delivers_signed_links_by_email_and_slack(linked_run, capsys):
     config, inbox, server = linked_run
     assert main(["run", "--once", "--config", str(config)]) == 0
