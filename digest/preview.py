@@ -96,11 +96,12 @@ def run_preview(settings: Settings, watchlist: WatchlistSettings, store: Store, 
 
 
 def _rules_only(watchlist: WatchlistSettings, store: Store, now: datetime) -> Matcher:
-    # Without feedback_weight no model is trained or used; the dislike veto is lifted too,
-    # or every disliked paper would count as dropped by the rules.
+    # Without feedback_weight no model is trained or used; the vetoes of rated papers are
+    # lifted too, or every rated paper would count as dropped by the rules.
     matcher = build_matcher([replace(watchlist, feedback_weight=0.0)], store,
                             now=lambda: now)
     matcher.watchlists[watchlist.name].disliked = frozenset()
+    matcher.watchlists[watchlist.name].liked = frozenset()
     return matcher
 
 

@@ -134,6 +134,7 @@ class _Compiled:
     plain: bool = False  # keywords only: scored on the short path
     learned: bool = False  # a model trained on its ratings adds its points
     disliked: frozenset[str] = frozenset()  # papers a reader disliked for it: never sent
+    liked: frozenset[str] = frozenset()  # liked or saved: its reader has them, not sent again
     # what a paper's words are compared with: "text" (its seeds, similar_to) or "likes"
     # (a ratings-only watchlist's liked papers); "" for neither
     alike_to: str = ""
@@ -149,7 +150,8 @@ class _Compiled:
         s = self.settings
         self.plain = not (s.exclude or s.categories or s.query is not None or s.authors
                           or s.similar_to or s.category_boost or s.upvotes_boost
-                          or s.recency_boost or self.learned or self.disliked)
+                          or s.recency_boost or self.learned or self.disliked
+                          or self.liked)
         self.ratings_only = s.ratings_only
 
     @property
@@ -224,7 +226,7 @@ class Matcher:
         similarity_taken: str = "",
     ) -> None:
         """``models`` are the watchlists' trained models; ``ratings`` their rated papers
-        (+1 liked, -1 disliked), so that a disliked paper is never sent again.
+        (+1 liked, -1 disliked), so that no rated paper is sent to its watchlist again.
         ``seed_keys`` names the stored papers among each watchlist's ``seeds``; ``liked``
         the texts of a ratings-only watchlist's liked papers, by key: it compares each
         paper with them as similar_to does with seeds. ``similarity_taken`` names the
@@ -246,10 +248,11 @@ class Matcher:
         models = models or {}
         self._ratings = ratings or {}
         for settings in watchlists:
-            disliked = (ratings or {}).get(settings.name, {})
+            rated = (ratings or {}).get(settings.name, {})
             compiled = _Compiled(settings,
                                  learned=settings.feedback_weight > 0 and settings.name in models,
-                                 disliked=frozenset(k for k, v in disliked.items() if v < 0))
+                                 disliked=frozenset(k for k, v in rated.items() if v < 0),
+                                 liked=frozenset(k for k, v in rated.items() if v > 0))
             for keyword in settings.keywords:
                 compiled.uses.append(_Use(keyword.term, self._atom(keyword.term),
                                           keyword.weight, "keyword"))
@@ -554,6 +557,8 @@ class Matcher:
 
         if paper.key in w.disliked:
             return verdict("disliked by a reader for this watchlist")
+        if paper.key in w.liked:
+            return verdict("liked by a reader for this watchlist, who has it already")
         if len(hit_uses) > 1:
             hit_uses = sorted(hit_uses, key=_by_order)
         for use in hit_uses:

@@ -201,6 +201,19 @@ def test_a_disliked_paper_never_passes_that_watchlist_and_explain_says_why():
     assert verdict["other"].passed
 
 
+def test_a_liked_paper_is_not_sent_to_that_watchlist_again_and_explain_says_why():
+    settings = [watchlist(keywords=keywords("speech recognition")),
+                watchlist("other", keywords=keywords("speech recognition"))]
+    matcher = Matcher(settings, ratings={"asr": {"s1": 1}})
+    liked = speech(1)
+    assert [m.watchlist for m in matcher.match(liked, now=NOW)] == ["other"]
+    verdict = {e.watchlist: e for e in matcher.explain(liked, now=NOW)}
+    assert not verdict["asr"].passed
+    assert verdict["asr"].verdict == "liked by a reader for this watchlist, who has it already"
+    assert verdict["other"].passed
+    assert [m.watchlist for m in matcher.match(speech(0), now=NOW)] == ["asr", "other"]
+
+
 def test_a_ratings_only_watchlist_sends_what_is_close_to_its_likes():
     c = corpus()
     model = train(c, liked(4), BACKGROUND)

@@ -14,6 +14,7 @@ import pytest
 import digest.pipeline as pipeline
 import digest.ranking.likes as likes_module
 from digest.config import load_settings
+from digest.models import Paper
 from digest.pipeline import Seams, build_matcher, run_once
 from digest.store import Store
 
@@ -182,6 +183,27 @@ def test_past_so_many_likes_the_model_alone_speaks(reader, monkeypatch):
         assert pipeline.liked_texts(settings.watchlists, store.ratings(), store) == {}
 
 
+def test_a_paper_liked_from_the_more_page_is_not_sent_to_the_watchlist_later(tmp_path):
+    """A paper a digest left out stays a candidate for the next one; liked meanwhile (from
+    the page of what the digest left out), its reader has it: it is not sent again."""
+    readers = {}
+    for name in ("rated", "unrated"):
+        (tmp_path / name).mkdir()
+        readers[name] = Reader(tmp_path / name)
+        readers[name].run(DAY1, DAY1_PAPERS)
+    with Store.open(readers["rated"].db) as store:
+        sent = {key for (key,) in store.db.execute("SELECT paper_key FROM deliveries")}
+    left_out = [i for i, title, _ in DAY1_PAPERS if "LoRA" in title or "LoRa" in title
+                if f"arxiv:{i}" not in sent]
+    assert len(left_out) == 1  # four LoRA papers, max_papers 3
+    title = next(t for i, t, _ in DAY1_PAPERS if i == left_out[0])
+    readers["rated"].rate("lora", left_out[0], "like", DAY1 + timedelta(hours=3))
+    unrated = readers["unrated"].run(DAY2, DAY2_PAPERS)
+    rated = readers["rated"].run(DAY2, DAY2_PAPERS)
+    assert title in unrated["lora"]
+    assert title not in rated["lora"] and "LoRA adapters for multilingual" in rated["lora"]
+
+
 def test_explain_shows_the_learned_part_and_the_veto(reader):
     reader.run(DAY1, DAY1_PAPERS)
     later = DAY1 + timedelta(hours=3)
@@ -196,7 +218,17 @@ def test_explain_shows_the_learned_part_and_the_veto(reader):
         assert radio is not None and close is not None
         verdicts = {e.watchlist: e for e in matcher.explain(radio, now=DAY2)}
         assert "disliked" in verdicts["lora"].verdict and not verdicts["lora"].passed
-        taste = {e.watchlist: e for e in matcher.explain(close, now=DAY2)}["taste"]
+        # A paper its reader liked is not sent again, nor named as like itself.
+        liked = {e.watchlist: e for e in matcher.explain(close, now=DAY2)}["taste"]
+        assert not liked.passed and "liked by a reader" in liked.verdict
+        assert all(r.value != close.title for r in liked.reasons)
+        _, title, abstract = DAY2_PAPERS[1]
+        new = Paper(key="arxiv:2611.00022", title=title, abstract=abstract, url="",
+                    arxiv_id="2611.00022", categories=("cs.CL",))
+        taste = {e.watchlist: e for e in matcher.explain(new, now=DAY2)}["taste"]
         [learned] = [r for r in taste.reasons if r.kind == "liked"]
-        assert learned.points > 0 and learned.value  # names the nearest liked paper
+        assert taste.passed and learned.points > 0
+        assert learned.value in {t for i, t, _ in DAY1_PAPERS if i in ("2611.00011",
+                                                                          "2611.00012",
+                                                                          "2611.00013")}
         assert store.saved_models()["taste"][0] == store.ratings_fingerprints()["taste"]
