@@ -737,10 +737,18 @@ def _calendar_lines(settings: Settings, store: Store, source: SourceSettings) ->
 
 def _explain(settings: Settings, wanted: str) -> int:
     with _existing_store(settings) as store:
-        papers = store.find(wanted)
+        papers = store.find(wanted, limit=6)
         if not papers:
             print(f"no stored paper matches {wanted!r} (run 'paper-digest run --once' first, "
                   "or give an arXiv id)", file=sys.stderr)
+            return EXIT_PARTIAL
+        if len(papers) > 1:
+            count = f"{len(papers)}" if len(papers) < 6 else "more than 5"
+            print(f"paper-digest: {count} stored papers match {printable(wanted, 100)!r}; "
+                  "name one by its arXiv id, DOI, or more words of its title:",
+                  file=sys.stderr)
+            for paper in papers[:5]:
+                print(f"  {paper.key}  {printable(paper.title, 100)}", file=sys.stderr)
             return EXIT_PARTIAL
         matcher = build_matcher(settings.watchlists, store)
         now = datetime.now(UTC)

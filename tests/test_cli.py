@@ -236,6 +236,15 @@ def test_explain_shows_each_watchlists_verdict_part_by_part(tmp_path, monkeypatc
     assert main(["explain", "--config", config, "no such paper at all"]) == 1
     assert "no stored paper matches" in capsys.readouterr().err
 
+    # Words that several titles hold name no paper: each is listed, none explained.
+    assert main(["explain", "--config", config, "LoRA"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    head, *listed = captured.err.splitlines()
+    assert "stored papers match 'LoRA'; name one by its arXiv id" in head
+    assert 2 <= len(listed) <= 5 and all("LoRA" in line for line in listed)
+    assert any(line.strip().startswith("arxiv:2611.04001  LoRA-Flow") for line in listed)
+
 
 def test_requeue_names_an_unknown_channel(tmp_path, capsys):
     feed = tmp_path / "feed.xml"
