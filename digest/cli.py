@@ -774,7 +774,7 @@ def _preview(settings: Settings, name: str, *, days: int | None, limit: int,
                               days=days or settings.store.lookback_days, now=now)
     print(format_preview(preview, limit=limit))
     if link:
-        print(f"edit and preview again at {preview_url(settings, name, now=now)}")
+        print(f"edit and preview again at {preview_url(settings, name, now=now, days=days)}")
     return EXIT_OK
 
 

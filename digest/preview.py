@@ -229,8 +229,11 @@ class PreviewLinks:
         return data[0] if now.timestamp() <= data[1] else None
 
 
-def preview_url(settings: Settings, watchlist: str, *, now: datetime) -> str:
-    """The link `paper-digest preview --link` prints; needs [web] base_url and its key."""
+def preview_url(settings: Settings, watchlist: str, *, now: datetime,
+                days: int | None = None) -> str:
+    """The link `paper-digest preview --link` prints; needs [web] base_url and its key.
+    ``days``, when given, is the page's first span (the store's lookback_days otherwise)."""
     assert settings.web.base_url is not None and settings.web.secret is not None
     token = PreviewLinks(settings.web.secret.reveal()).token(watchlist, now=now)
-    return f"{settings.web.base_url.rstrip('/')}/preview/{token}"
+    query = f"?days={days}" if days else ""
+    return f"{settings.web.base_url.rstrip('/')}/preview/{token}{query}"

@@ -205,6 +205,31 @@ def test_the_preview_page_opens_with_the_printed_link_and_re_runs_an_edit(web, c
 
 
 @pytest.mark.integration
+def test_the_page_keeps_the_printed_days_and_an_edit_tried_there_is_not_the_last_preview(
+        web, capsys, monkeypatch):
+    _, client, config = web
+    monkeypatch.setenv("DIGEST_WEB_SECRET", KEY)
+    assert main(["preview", "--config", str(config), "--watchlist", "peft", "--days", "3",
+                 "--link"]) == 0
+    out = capsys.readouterr().out
+    url = urlsplit(out.splitlines()[-1].split(" at ", 1)[1])
+    assert url.query == "days=3"
+    page = client.get(f"{url.path}?{url.query}")
+    assert page.status_code == 200 and "Over the last 3 days" in page.text
+    assert 'name="days" min="1" max="60" value="3"' in page.text
+    assert "from 1 to 60" in client.get(f"{url.path}?days=0").text  # said, not a 500
+
+    # An edit tried on the page (not saved to the config) ...
+    tried = client.post(url.path, data={"definition": 'keywords = ["prefix tuning"]\n',
+                                        "days": "3"})
+    assert "+1 gained, −2 lost" in tried.text
+    # ... leaves the config's own preview as the one to compare with: nothing changed.
+    assert main(["preview", "--config", str(config), "--watchlist", "peft",
+                 "--days", "3"]) == 0
+    assert "+0 gained, -0 lost" in capsys.readouterr().out
+
+
+@pytest.mark.integration
 def test_the_preview_page_shows_problems_of_an_edit_and_runs_nothing(web, capsys,
                                                                      monkeypatch):
     _, client, config = web

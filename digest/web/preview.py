@@ -50,11 +50,14 @@ def preview_routes(settings: Settings, *, page: Page, open_store: Callable[[], S
              definition: str | None = None, problems: list[tuple[str, str]] | None = None
              ) -> Response:
         preview = None
-        if not problems:
-            with open_store() as store:
-                preview = run_preview(settings, watchlist, store, days=days, now=now())
         edited = definition is not None and definition != watchlist_toml(configured[
             watchlist.name])
+        if not problems:
+            with open_store() as store:
+                # An edit tried here is not saved: the last preview that `preview` and this
+                # page compare with stays that of the watchlist as configured.
+                preview = run_preview(settings, watchlist, store, days=days, now=now(),
+                                      record=not edited)
         return page(request, "preview.html.j2", name=watchlist.name, days=days,
                     definition=definition if definition is not None
                     else watchlist_toml(watchlist),
@@ -64,21 +67,16 @@ def preview_routes(settings: Settings, *, page: Page, open_store: Callable[[], S
 
     def get(request: Request) -> Response:
         watchlist = watchlist_of(request)
-        return show(request, watchlist, days=settings.store.lookback_days)
+        days, problems = _days(request.query_params.get("days", ""),
+                               settings.store.lookback_days)
+        return show(request, watchlist, days=days, problems=problems)
 
     async def post(request: Request) -> Response:
         watchlist = watchlist_of(request)
         form = parse_qs((await request.body()).decode("utf-8", "replace"),
                         keep_blank_values=True)
         definition = form.get("definition", [""])[0].replace("\r\n", "\n")
-        days_text = form.get("days", [""])[0].strip()
-        problems: list[tuple[str, str]] = []
-        days = settings.store.lookback_days
-        if days_text:
-            if days_text.isdigit() and 1 <= int(days_text) <= MAX_DAYS:
-                days = int(days_text)
-            else:
-                problems.append(("days", f"must be a whole number from 1 to {MAX_DAYS}"))
+        days, problems = _days(form.get("days", [""])[0], settings.store.lookback_days)
         edited, found = parse_watchlist(definition, name=watchlist.name,
                                         channels=watchlist.channels)
         problems += found
@@ -94,6 +92,16 @@ def preview_routes(settings: Settings, *, page: Page, open_store: Callable[[], S
         return await run_in_threadpool(get, request)
 
     return [Route("/preview/{token}", endpoint, methods=["GET", "POST"])]
+
+
+def _days(text: str, default: int) -> tuple[int, list[tuple[str, str]]]:
+    """The days a preview reads, from a form or the link; the default when not given."""
+    text = text.strip()
+    if not text:
+        return default, []
+    if text.isdigit() and 1 <= int(text) <= MAX_DAYS:
+        return int(text), []
+    return default, [("days", f"must be a whole number from 1 to {MAX_DAYS}")]
 
 
 def _view(preview: Preview) -> dict[str, Any]:
