@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -162,10 +163,30 @@ def watchlist_toml(w: WatchlistSettings) -> str:
     return "\n".join(lines) + "\n"
 
 
-def config_table(w: WatchlistSettings, definition: str) -> str:
-    """The whole [[watchlists]] entry to paste into the config in place of the old one."""
-    return (f"[[watchlists]]\nname = {_toml(w.name)}\n{definition.rstrip()}\n"
-            f"channels = {_toml(list(w.channels))}\n")
+# The keys of a watchlist that say when and where it goes rather than what it matches:
+# the preview's text box leaves them out, and its entry to paste keeps them.
+DELIVERY_KEYS = ("previous_names", "schedule", "timezone", "heartbeat")
+
+
+def config_table(configured: WatchlistSettings, edited: WatchlistSettings,
+                 given: Collection[str] = ()) -> str:
+    """The whole [[watchlists]] entry to paste into the config in place of the old one: the
+    edited rules, and the configured entry's other keys (DELIVERY_KEYS; those the edit
+    ``given`` sets are the edit's), so that pasting it loses no rename, schedule or
+    heartbeat."""
+    source = {key: edited if key in given else configured for key in DELIVERY_KEYS}
+    lines = ["[[watchlists]]", f"name = {_toml(configured.name)}"]
+    if names := source["previous_names"].previous_names:
+        lines.append(f"previous_names = {_toml(list(names))}")
+    lines += watchlist_toml(edited).splitlines()
+    if schedule := source["schedule"].schedule:
+        lines.append(f"schedule = {_toml(schedule)}")
+    if timezone := source["timezone"].timezone:
+        lines.append(f"timezone = {_toml(timezone)}")
+    if source["heartbeat"].heartbeat:
+        lines.append("heartbeat = true")
+    lines.append(f"channels = {_toml(list(configured.channels))}")
+    return "\n".join(line for line in lines if line) + "\n"
 
 
 # ----------------------------------------------------------------------- text and links

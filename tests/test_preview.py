@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import html
 import re
+import tomllib
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -18,7 +20,7 @@ from conftest import write_config
 from digest.cli import main
 from digest.config import load_settings, parse_watchlist
 from digest.models import Paper
-from digest.preview import PreviewLinks, run_preview, watchlist_toml
+from digest.preview import PreviewLinks, config_table, run_preview, watchlist_toml
 from digest.sources.base import SourceState
 from digest.store import Store
 from digest.web.server import BackgroundServer, start_in_background
@@ -141,6 +143,34 @@ def test_preview_links_expire_and_cannot_be_forged():
     assert links.verify(token, now=NOW + timedelta(seconds=61)) is None
     assert PreviewLinks("x" * 40).verify(token, now=NOW) is None
     assert links.verify(token[:-2] + "xx", now=NOW) is None
+
+
+def test_the_entry_to_paste_keeps_the_keys_the_text_box_leaves_out():
+    configured, problems = parse_watchlist(
+        'keywords = ["LoRA"]\nfeedback_weight = 2\nsimilar_to = ["2611.04001"]\n'
+        'previous_names = ["llm-eff"]\nschedule = "0 7 * * 1-5"\n'
+        'timezone = "Europe/Berlin"\nheartbeat = true\n', name="peft", channels=("mail",))
+    assert problems == [] and configured is not None
+    definition = watchlist_toml(configured).replace('"LoRA"', '"prefix tuning"')
+    edited, problems = parse_watchlist(definition, name="peft", channels=("mail",))
+    assert problems == [] and edited is not None
+    pasted = config_table(configured, edited, tomllib.loads(definition))
+    [entry] = tomllib.loads(pasted)["watchlists"]
+    assert entry["name"] == "peft" and entry["channels"] == ["mail"]
+    body = "\n".join(line for line in pasted.splitlines()
+                     if not line.startswith(("[[watchlists]]", "name =", "channels =")))
+    again, problems = parse_watchlist(body, name="peft", channels=("mail",))
+    # Everything the config said, with the edited keywords: nothing lost by pasting it.
+    assert problems == [] and again == replace(configured, keywords=edited.keywords)
+
+    # A key the edit sets itself is the edit's, written once.
+    schedule = definition + 'schedule = "0 9 * * *"\nheartbeat = false\n'
+    edited, _ = parse_watchlist(schedule, name="peft", channels=("mail",))
+    assert edited is not None
+    text = config_table(configured, edited, tomllib.loads(schedule))
+    [entry] = tomllib.loads(text)["watchlists"]
+    assert entry["schedule"] == "0 9 * * *" and "heartbeat" not in entry
+    assert entry["timezone"] == "Europe/Berlin" and entry["previous_names"] == ["llm-eff"]
 
 
 def test_preview_rules_only_no_store_writes_when_asked_not_to(tmp_path, store_path):

@@ -8,6 +8,7 @@ previewed, never saved: the page prints the TOML to paste into the config.
 from __future__ import annotations
 
 import logging
+import tomllib
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -62,7 +63,8 @@ def preview_routes(settings: Settings, *, page: Page, open_store: Callable[[], S
                     definition=definition if definition is not None
                     else watchlist_toml(watchlist),
                     problems=problems or [], view=_view(preview) if preview else None,
-                    paste=config_table(watchlist, preview.definition)
+                    paste=config_table(configured[watchlist.name], watchlist,
+                                       _keys(definition or ""))
                     if preview is not None and edited else "")
 
     def get(request: Request) -> Response:
@@ -92,6 +94,14 @@ def preview_routes(settings: Settings, *, page: Page, open_store: Callable[[], S
         return await run_in_threadpool(get, request)
 
     return [Route("/preview/{token}", endpoint, methods=["GET", "POST"])]
+
+
+def _keys(definition: str) -> set[str]:
+    """The keys an edit sets (it was read as TOML already, or nothing was previewed)."""
+    try:
+        return set(tomllib.loads(definition))
+    except tomllib.TOMLDecodeError:
+        return set()
 
 
 def _days(text: str, default: int) -> tuple[int, list[tuple[str, str]]]:
