@@ -143,12 +143,17 @@ def new_forms() -> dict[str, frozenset[str]]:
     return dict(_NEW_FORMS)
 
 
+FORMS_RULES = "both plurals"
+
+
 def forms_version() -> str:
     """What the kept forms were made by: other versions of inflect may form them otherwise."""
+    # The second part names how forms are asked of inflect (_inflect): a change to that
+    # makes the kept forms stale as a new inflect would.
     try:
-        return f"inflect {metadata.version('inflect')}"
+        return f"inflect {metadata.version('inflect')}; {FORMS_RULES}"
     except metadata.PackageNotFoundError:
-        return "inflect"
+        return f"inflect; {FORMS_RULES}"
 
 
 @lru_cache(maxsize=1 << 16)
@@ -166,10 +171,9 @@ def inflections(token: str) -> frozenset[str]:
 
 def _inflect(token: str) -> frozenset[str]:
     classical, modern = _engines()
-    # inflect is thorough but not fast: a word is
-    # asked for its singular only when it ends as English plurals do (models, criteria,
-    # radii, mice, children), and for its modern plural only when the classical one is
-    # irregular (matrices, so also matrixes).
+    # inflect is thorough but not fast: a word is asked for its singular only when it
+    # ends as English plurals do (models, criteria, radii, mice, children). Both plurals
+    # count: the classical one (matrices, persons) and the modern one (matrixes, people).
     found = classical.singular_noun(token) if token[-1] in "saien" else False
     singular: str = found if isinstance(found, str) else ""
     # inflect reads any word ending in s as a plural (bias -> bia, analysis -> analysi):
@@ -177,10 +181,7 @@ def _inflect(token: str) -> frozenset[str]:
     if (len(singular) < 3
             or (token.endswith(("is", "us", "ss", "as")) and singular == token[:-1])):
         singular = token
-    plural = classical.plural_noun(singular)
-    forms = {token, singular, plural}
-    if plural not in (singular + "s", singular + "es"):
-        forms.add(modern.plural_noun(singular))
+    forms = {token, singular, classical.plural_noun(singular), modern.plural_noun(singular)}
     return frozenset(f.casefold() for f in forms if f and " " not in f)
 
 
