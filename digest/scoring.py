@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -26,11 +27,14 @@ from digest.models import Match, Paper, Reason, fold_text
 from digest.ranking import Closest, ModelSet, WatchlistModel, featurize
 from digest.similarity import Profiles, SimilarityIndex, Vector, centroid
 from digest.terms import (
+    MARK,
     NormalText,
     Reading,
     Term,
     Vocabulary,
     evaluate,
+    fold_word,
+    inflections,
     parse_term,
     places_apart,
     query_terms,
@@ -53,6 +57,9 @@ LEARNED_ALONE = 0.5
 # of it matched: the ratings must be surer to send the paper past its rules (P >= 0.85),
 # and surer still where the model's surest held-out papers were not mostly liked.
 LEARNED_PAST_RULES = 0.7
+# An acronym's long form said in other forms of its words: each word begins with this
+# many letters of the watchlist's or more (low-rank adapters for low-rank adaptation).
+AKIN_PREFIX = 5
 REACH_SLACK = 1e-3  # points are rounded to 4 decimals: a bound on them keeps this margin
 
 _NAME_PUNCT = re.compile(r"[^\w\s]|_")
@@ -145,6 +152,8 @@ class _Compiled:
     # what it stands for (speech recognition): a paper that defines it otherwise means
     # something else by it
     meanings: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    # the words of those terms, folded, to know them in other forms ("low-rank adapters")
+    meaning_words: dict[int, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -271,6 +280,11 @@ class Matcher:
             for order, use in enumerate(compiled.uses):
                 use.order = order
             compiled.meanings = _meanings(compiled.uses)
+            terms = {use.atom: use.term for use in compiled.uses}
+            compiled.meaning_words = {
+                atom: tuple(tuple(fold_word(t.casefold()) for t in terms[other].tokens)
+                            for other in meant)
+                for atom, meant in compiled.meanings.items()}
             for use in compiled.uses:
                 self._postings[use.atom].append((settings.name, use))
                 if use.role in ("keyword", "query") and use.weight > 0:
@@ -713,7 +727,9 @@ def _meant(hits: _Hits, hit_uses: list[_Use], w: _Compiled) -> tuple[list[_Use],
             defined = [(field_name, first, last)
                        for field_name, text in hits.texts.items()
                        for first, last in text.definitions().get(use.term.acronym, ())]
-            if defined and not any(_spoken_within(hits, meant, *place) for place in defined):
+            if defined and not any(_spoken_within(hits, meant, *place)
+                                   or _worded_alike(hits, w.meaning_words[use.atom], *place)
+                                   for place in defined):
                 field_name, first, last = defined[0]
                 text = hits.texts[field_name]
                 start, end = text.raw_span(first, last)
@@ -721,6 +737,24 @@ def _meant(hits: _Hits, hit_uses: list[_Use], w: _Compiled) -> tuple[list[_Use],
                 continue
         kept.append(use)
     return kept, notes
+
+
+def _worded_alike(hits: _Hits, meanings: tuple[tuple[str, ...], ...], field_name: str,
+                  first: int, last: int) -> bool:
+    """Whether words ``first`` to ``last`` of a field, or a run of them, say one of
+    ``meanings`` in other forms of its words: "low-rank adapters (LoRA)" for low-rank
+    adaptation, "automatic speech recognisers (ASR)" for speech recognition. Word by word,
+    each the same word, a form of it, or one that begins with the same five letters or more
+    (adapt-, recogni-); "adaptive sparse routing (ASR)" says something else."""
+    said = [word for word in hits.texts[field_name].words[first:last + 1] if word != MARK]
+    return any(all(map(_akin, said[start:start + len(words)], words))
+               for words in meanings for start in range(len(said) - len(words) + 1))
+
+
+def _akin(said: str, meant: str) -> bool:
+    if said == meant or len(os.path.commonprefix([said, meant])) >= AKIN_PREFIX:
+        return True
+    return bool(inflections(said) & inflections(meant))
 
 
 def _spoken_within(hits: _Hits, atoms: tuple[int, ...], field_name: str, first: int,
