@@ -43,6 +43,7 @@ from digest.terms import (
     keyword_warnings,
     parse_query,
     parse_term,
+    query_terms,
     query_warnings,
 )
 
@@ -775,9 +776,19 @@ def wording_warnings(settings: Settings) -> list[tuple[str, str]]:
     for i, watchlist in enumerate(settings.watchlists):
         if watchlist.query_text is not None:
             out += [(f"watchlists[{i}].query", w) for w in query_warnings(watchlist.query_text)]
+            if (watchlist.query is not None and not (watchlist.keywords or watchlist.authors
+                                                     or watchlist.similar_to)
+                    and all(negated for _, negated in query_terms(watchlist.query))):
+                out.append((f"watchlists[{i}].query",
+                            "holds only NOT terms: it keeps papers out but finds none, and "
+                            "with no keywords, authors or similar_to only ratings can send "
+                            "a paper; list what to find in keywords"))
         for j, keyword in enumerate(watchlist.keywords):
             out += [(f"watchlists[{i}].keywords[{j}]", w)
                     for w in keyword_warnings(keyword.term.text)]
+        for j, term in enumerate(watchlist.exclude):
+            out += [(f"watchlists[{i}].exclude[{j}]", w)
+                    for w in keyword_warnings(term.text, exclude=True)]
     return out
 
 

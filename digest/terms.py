@@ -31,6 +31,7 @@ from breame.data.spelling_constants import BRITISH_ENGLISH_SPELLINGS
 FIELDS = ("title", "abstract")
 _SEPARATORS = re.compile(r"[\s\-\u2010\u2011\u2012\u2013\u2014_/]+")
 _FIELD_PREFIX = re.compile(r"^([A-Za-z]+):(?=\S)")
+_BARE_FIELD = re.compile(r"^([A-Za-z]+):$")
 MAX_JOINED_TOKENS = 5  # phrases longer than this get only the spaced and fully joined forms
 MARK = "\x01"  # stands where punctuation stood, so that no phrase runs across it
 
@@ -659,6 +660,10 @@ def parse_term(text: str) -> Term:
     """Parse one term; raise TermError with the reason when it cannot be used."""
     raw = text.strip()
     field = None
+    if (bare := _BARE_FIELD.match(raw)) and bare.group(1).lower() in FIELDS:
+        raise TermError(f"'{raw}' names a field but no term: a field applies to the one term "
+                        f"written right after it, as in {bare.group(1)}:LoRA OR "
+                        f"{bare.group(1)}:adapters, not to a group in brackets")
     prefix = _FIELD_PREFIX.match(raw)
     if prefix and not raw.startswith("/"):
         name = prefix.group(1).lower()
@@ -800,6 +805,8 @@ class _Parser:
             raise TermError("the query ends where a term was expected")
         if kind == "(":
             self.take()
+            if self.peek() == ")":
+                raise TermError("empty group '()': put a term or more between the brackets")
             inner = self.expression()
             if self.peek() != ")":
                 raise TermError("unbalanced group: missing ')'")
@@ -831,18 +838,40 @@ _BOOLEAN_WORDS = ("and", "or", "not")
 
 
 def _phrase_warnings(phrase: str, *, in_query: bool) -> list[str]:
+    """What in an unquoted phrase is probably meant as an operator: a phrase matches only
+    text that says all of it, so such a term matches next to nothing."""
+    # What a query writes to combine terms; a keyword or an exclude entry is one term, and
+    # a list of them is already an any-of.
+    combine = ("write {op} to combine terms" if in_query
+               else "list each term as its own entry (any of them counts), or write the "
+                    "rule in query with AND, OR, NOT")
     out = []
     for word in phrase.split():
-        if word.casefold() in _BOOLEAN_WORDS and word != word.upper():
+        folded = word.casefold()
+        if folded in _BOOLEAN_WORDS and (word != word.upper() or not in_query):
             out.append(f"'{word}' in \"{phrase}\" is read as a word of the phrase, so the "
-                       f"phrase matches only text that says it; write {word.upper()} to "
-                       "combine terms, or quote the phrase to keep it")
+                       "phrase matches only text that says it; "
+                       + combine.format(op=word.upper()) + ", or quote the phrase to keep it")
+        elif word in _SYMBOL_OPERATORS:
+            op = _SYMBOL_OPERATORS[word]
+            out.append(f"'{word}' in \"{phrase}\" is no operator but text the phrase must "
+                       "hold, so it matches next to nothing; " + combine.format(op=op))
         elif word.startswith("-") and word[1:2].isalnum():
             remedy = (f"write NOT {word[1:]}" if in_query
                       else "list it in exclude")
             out.append(f"'{word}' is read as the word \"{word[1:]}\", which a paper must "
                        f"then contain; to keep such papers out, {remedy}")
+        elif word.startswith("+") and word[1:2].isalnum():
+            out.append(f"'{word}' is read with its '+', which no text spells that way; "
+                       + ("write AND between terms that must all be there" if in_query
+                          else f"write {word[1:]}"))
+    if "," in phrase:
+        out.append(f"\"{phrase}\" is one phrase: a comma does not separate terms; "
+                   + combine.format(op="OR"))
     return out
+
+
+_SYMBOL_OPERATORS = {"&&": "AND", "&": "AND", "||": "OR", "|": "OR"}
 
 
 def query_warnings(text: str) -> list[str]:
@@ -859,12 +888,14 @@ def query_warnings(text: str) -> list[str]:
     return out
 
 
-def keyword_warnings(text: str) -> list[str]:
-    """The same for one keyword: an unquoted phrase with and/or/not, or a -word."""
+def keyword_warnings(text: str, *, exclude: bool = False) -> list[str]:
+    """The same for one keyword or ``exclude`` entry: an unquoted phrase with an operator
+    in it (and, OR, &&, a comma), or a -word (in exclude, -word is simply the word)."""
     raw = _FIELD_PREFIX.sub("", text.strip(), count=1).strip()
     if raw.startswith(('"', "/")):
         return []
-    return _phrase_warnings(raw, in_query=False)
+    return [w for w in _phrase_warnings(raw, in_query=False)
+            if not (exclude and w.startswith("'-"))]
 
 
 def query_terms(query: Query, *, negated: bool = False) -> list[tuple[Term, bool]]:

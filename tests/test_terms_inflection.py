@@ -4,6 +4,7 @@ written as phrase text."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -18,10 +19,12 @@ from digest.models import Paper
 from digest.scoring import Matcher, highlight_spans
 from digest.terms import (
     NormalText,
+    TermError,
     acronym_of,
     fold_word,
     inflections,
     keyword_warnings,
+    parse_query,
     parse_term,
     query_warnings,
     spellings,
@@ -232,6 +235,11 @@ def test_highlights_cover_whole_words_in_either_spelling():
         pytest.param('"trial and error" AND LLM', [], id="quoted-phrase-is-meant"),
         pytest.param("(LLM OR agents) AND NOT survey", [], id="uppercase-is-fine"),
         pytest.param("fine-tuning AND low-rank", [], id="hyphens-inside-words"),
+        pytest.param("LoRA, adapters", ["a comma does not separate terms", "write OR"],
+                     id="comma"),
+        pytest.param("LoRA && adapters", ["'&&'", "write AND"], id="double-ampersand"),
+        pytest.param("LoRA | adapters", ["'|'", "write OR"], id="pipe"),
+        pytest.param("+LoRA +adapters", ["'+LoRA'", "'+adapters'", "write AND"], id="plus"),
     ],
 )
 def test_query_warnings(query, warned):
@@ -244,6 +252,18 @@ def test_query_warnings(query, warned):
 def test_keyword_warnings():
     assert "exclude" in " ".join(keyword_warnings("-survey"))
     assert "'and'" in " ".join(keyword_warnings("title:LoRA and adapters"))
+    # A keyword is one term: an operator in it, in any case, is text; the advice is to
+    # list the terms apart (a query's AND has no place there).
+    for written, word in (("LoRA AND adapters", "'AND'"), ("NOT survey", "'NOT'"),
+                          ("lora and adapters", "'and'"), ("LoRA, adapters", "comma")):
+        [warning] = keyword_warnings(written)
+        assert word in warning and "list each term as its own entry" in warning
+        assert "write AND to combine" not in warning
+    assert keyword_warnings("+LoRA") == ["'+LoRA' is read with its '+', which no text "
+                                         "spells that way; write LoRA"]
+    # In exclude, -word is the word to keep out, as meant; an operator is still text.
+    assert keyword_warnings("-benchmark", exclude=True) == []
+    assert "'or'" in " ".join(keyword_warnings("survey or review", exclude=True))
     assert keyword_warnings('"trial and error"') == []
     assert keyword_warnings("/a and b/") == []
 
@@ -269,6 +289,41 @@ to = ["reader@example.org"]
     assert "warning: watchlists[0].query: 'and' in \"LLM and safety\"" in out
     assert "warning: watchlists[0].keywords[1]: '-survey'" in out
     assert out.rstrip().endswith("1 channel)")
+
+
+def test_check_warns_about_exclude_entries_and_a_query_that_finds_nothing(tmp_path: Path,
+                                                                          capsys):
+    config = write_config(tmp_path, """
+[[sources]]
+name = "arxiv"
+kind = "arxiv_rss"
+categories = ["cs.CL"]
+[[watchlists]]
+name = "no-surveys"
+query = "NOT survey"
+exclude = ["survey or review", "-benchmark"]
+channels = ["mail"]
+[channels.mail]
+kind = "email"
+from = "digest@example.org"
+to = ["reader@example.org"]
+""")
+    assert main(["check", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: watchlists[0].exclude[0]: 'or' in \"survey or review\"" in out
+    assert "exclude[1]" not in out
+    assert ("warning: watchlists[0].query: holds only NOT terms: it keeps papers out but "
+            "finds none") in out
+
+
+@pytest.mark.parametrize(("query", "problem"), [
+    ("title:(LoRA OR adapters)", "'title:' names a field but no term"),
+    ("()", "empty group '()'"),
+    ("LoRA AND ()", "empty group '()'"),
+])
+def test_query_forms_that_cannot_mean_what_they_say_are_refused(query, problem):
+    with pytest.raises(TermError, match=re.escape(problem)):
+        parse_query(query)
 
 
 def test_forms_kept_in_the_store_spare_the_next_run_inflect(tmp_path):
