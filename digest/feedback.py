@@ -178,20 +178,21 @@ def more_page_url(signer: LinkSigner, base_url: str, link: MoreLink) -> str:
 def next_step(watchlist: WatchlistSettings, action: str | None, papers: int = 1) -> str:
     """What the next digests of this watchlist make of a rating just recorded for
     ``papers`` papers (``action``: like, save or dislike; None when an undo left the
-    paper unrated). It holds whoever else rated them and however many likes the watchlist
-    has, and so says nothing of other readers' ratings: readers' ratings of a paper are
-    summed, and the page is shown to whoever clicks."""
+    paper unrated). A watchlist holds one rating a paper, the latest click's, whoever
+    clicked: the page is shown to whoever clicks, and says nothing of anyone else."""
     name = watchlist.name
     these, them = ("this paper", "it") if papers == 1 else ("these papers", "them")
     if action is None:
         return f"{these.capitalize()} is unrated for {name} again, as if never rated."
+    not_again = f"{name} will not be sent {these} again"
     if action == "dislike":
-        return f"{name} will not be sent {these} again, unless other readers of {name} like {them}."
+        return f"{not_again}."
     if watchlist.feedback_weight <= 0:
-        return f"{name} does not learn from ratings (its feedback_weight is 0)."
+        return (f"{not_again}; {name} does not learn from ratings (its feedback_weight "
+                "is 0).")
     learns = (f"from {MIN_LIKES} likes, with a paper to set them against (one disliked, or "
               f"{MIN_BACKGROUND} unrated ones seen lately), its ranking learns from them")
     if compares_likes(watchlist, 1):
-        return (f"From the next run, {name} looks for papers alike to those liked for it, "
-                f"while they are {LIKED_SEEDS} or fewer; {learns} too.")
-    return f"For {name}, {learns}."
+        return (f"{not_again}. From the next run, {name} looks for papers alike to those "
+                f"liked for it, while they are {LIKED_SEEDS} or fewer; {learns} too.")
+    return f"{not_again}. For {name}, {learns}."

@@ -319,20 +319,22 @@ LEARNS = ("from 3 likes, with a paper to set them against (one disliked, or 20 u
 
 
 @pytest.mark.parametrize(("extra", "action", "papers", "said"), [
-    ({}, "dislike", 1, "taste will not be sent this paper again, unless other readers of "
-                       "taste like it."),
-    ({}, "dislike", 2, "taste will not be sent these papers again, unless other readers of "
-                       "taste like them."),
-    ({}, "like", 1, "From the next run, taste looks for papers alike to those liked for it, "
-                    f"while they are 50 or fewer; {LEARNS} too."),
-    ({}, "save", 1, "From the next run, taste looks for papers alike to those liked for it, "
-                    f"while they are 50 or fewer; {LEARNS} too."),
-    ({"keywords": keywords("speech")}, "like", 1, f"For taste, {LEARNS}."),
-    ({"similarity_weight": 0.0}, "like", 1, f"For taste, {LEARNS}."),
+    ({}, "dislike", 1, "taste will not be sent this paper again."),
+    ({}, "dislike", 2, "taste will not be sent these papers again."),
+    ({}, "like", 1, "taste will not be sent this paper again. From the next run, taste looks "
+                    "for papers alike to those liked for it, while they are 50 or fewer; "
+                    f"{LEARNS} too."),
+    ({}, "save", 1, "taste will not be sent this paper again. From the next run, taste looks "
+                    "for papers alike to those liked for it, while they are 50 or fewer; "
+                    f"{LEARNS} too."),
+    ({"keywords": keywords("speech")}, "like", 1,
+     f"taste will not be sent this paper again. For taste, {LEARNS}."),
+    ({"similarity_weight": 0.0}, "like", 2,
+     f"taste will not be sent these papers again. For taste, {LEARNS}."),
     ({"feedback_weight": 0.0}, "like", 1,
-     "taste does not learn from ratings (its feedback_weight is 0)."),
-    ({"feedback_weight": 0.0}, "dislike", 1,
-     "taste will not be sent this paper again, unless other readers of taste like it."),
+     "taste will not be sent this paper again; taste does not learn from ratings (its "
+     "feedback_weight is 0)."),
+    ({"feedback_weight": 0.0}, "dislike", 1, "taste will not be sent this paper again."),
     ({}, None, 1, "This paper is unrated for taste again, as if never rated."),
 ])
 def test_a_reader_is_told_what_the_next_digests_make_of_a_rating(extra, action, papers, said):

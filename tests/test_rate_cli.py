@@ -44,6 +44,7 @@ def test_each_way_of_naming_a_paper_records_one_rating(env, capsys, name):
     out = capsys.readouterr().out
     assert out == ("efficient-llms: like recorded for arxiv:2611.04001  LoRA-Flow: Dynamic "
                    "Low-Rank Adapters for Multilingual Instruction Tuning\n"
+                   "efficient-llms will not be sent this paper again. "
                    "For efficient-llms, from 3 likes, with a paper to set them against (one "
                    "disliked, or 20 unrated ones seen lately), its ranking learns from "
                    "them.\n")
@@ -67,8 +68,7 @@ def test_the_same_rating_again_is_already_recorded_and_a_new_one_replaces_it(env
     out = capsys.readouterr().out
     assert "efficient-llms: dislike recorded for arxiv:2611.04001 (was like)" in out
     assert "efficient-llms: save recorded for arxiv:2305.14314 (was like)" in out
-    assert ("efficient-llms will not be sent this paper again, unless other readers of "
-            "efficient-llms like it.") in out
+    assert "efficient-llms will not be sent this paper again." in out
     assert ratings(tmp_path) == [("efficient-llms", "arxiv:2305.14314", "save", "cli"),
                                  ("efficient-llms", "arxiv:2611.04001", "dislike", "cli")]
 

@@ -86,6 +86,9 @@ class RatingOutcome:
     action: str | None  # the rating now in force for this reader, None when none is
     previous: str | None
     event_id: int | None
+    # the click that set the rating in force, when this one changed nothing: what an undo
+    # offered now would take back (None when no click set it, e.g. an undo did)
+    standing_event: int | None = None
 
     @property
     def changed(self) -> bool:
@@ -1285,7 +1288,13 @@ class Store:
                 "AND recipient = ?", [watchlist, paper_key, recipient]).fetchone()
             previous = row[0] if row else None
             if previous == action:
-                return RatingOutcome(watchlist, paper_key, action, previous, None)
+                standing = self.db.execute(
+                    "SELECT id, action FROM rating_events WHERE watchlist = ? AND paper_key = ? "
+                    "AND recipient = ? AND undone_at IS NULL ORDER BY id DESC LIMIT 1",
+                    [watchlist, paper_key, recipient]).fetchone()
+                return RatingOutcome(watchlist, paper_key, action, previous, None,
+                                     standing[0] if standing and standing[1] == action
+                                     else None)
             self.db.execute(
                 """INSERT INTO ratings (watchlist, paper_key, recipient, action, value, origin,
                                         created_at)

@@ -171,9 +171,11 @@ def create_app(settings: Settings, *, now: Callable[[], datetime] = lambda: date
         log.info("rating watchlist=%s paper=%s action=%s changed=%s", link.watchlist,
                  link.paper_key, link.action, outcome.changed)
         undo_path = ""
-        if outcome.event_id is not None:
+        # The click just recorded, or (a second click) the one that set the rating in force.
+        undone = outcome.event_id if outcome.changed else outcome.standing_event
+        if undone is not None:
             # Relative, so it works whether a proxy keeps the base path or strips it.
-            undo_path = f"../u/{signer.undo_token(outcome.event_id)}"
+            undo_path = f"../u/{signer.undo_token(undone)}"
         previous = ACTION_LABELS.get(outcome.previous or "", "") if outcome.changed else ""
         return page(request, "recorded.html.j2", changed=outcome.changed,
                     watchlist=link.watchlist, action_label=ACTION_LABELS[link.action],
