@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 import os
 import re
 import tomllib
@@ -588,6 +589,8 @@ def _read_category_boost(reader: OptionReader, table: Mapping[str, Any], path: s
             reader.problem(where, reason)
         elif isinstance(points, bool) or not isinstance(points, int | float):
             reader.problem(where, f"must be a number, got {type_name(points)}")
+        elif not math.isfinite(points):
+            reader.problem(where, f"must be a finite number, got {points}")
         else:
             boosts[category] = float(points)
     return boosts

@@ -4,6 +4,7 @@ source or channel kind uses, the checks they share, and secrets from the environ
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Callable, Mapping
 from email.headerregistry import AddressHeader, HeaderRegistry
@@ -106,6 +107,10 @@ class OptionReader:
         if not isinstance(raw, kinds) or (isinstance(raw, bool) and bool not in kinds):
             expected = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
             self.problem(where, f"must be {expected}, got {type_name(raw)}")
+            return default if default is not MISSING else None
+        if isinstance(raw, float) and not math.isfinite(raw):
+            # TOML has nan and inf; no setting means either, and each range check passes nan
+            self.problem(where, f"must be a finite number, got {raw}")
             return default if default is not MISSING else None
         if check is not None:
             reason = check(raw)

@@ -107,6 +107,24 @@ def test_minimal_config_gets_defaults():
                       'keywords = ["LoRA"]\ncategory_boost = { "Computer Science" = 1 }'),
                      "watchlists[0].category_boost.Computer Science", "not an arXiv category",
                      id="bad-boost-category"),
+        # TOML has nan and inf, and every range check passes nan: pacing off, a crash
+        # writing the scores of a whole run, a keyword that matches nothing.
+        pytest.param(('name = "w"', 'name = "w"\nupvotes_boost = nan'),
+                     "watchlists[0].upvotes_boost", "must be a finite number, got nan",
+                     id="nan-boost"),
+        pytest.param(('keywords = ["LoRA"]', 'keywords = [{ term = "LoRA", weight = nan }]'),
+                     "watchlists[0].keywords[0].weight", "must be a finite number, got nan",
+                     id="nan-weight"),
+        pytest.param(('keywords = ["LoRA"]',
+                      'keywords = ["LoRA"]\ncategory_boost = { "cs.CL" = inf }'),
+                     "watchlists[0].category_boost.cs.CL", "must be a finite number, got inf",
+                     id="inf-category-boost"),
+        pytest.param(("version = 1", "version = 1\n[http]\narxiv_interval_seconds = nan"),
+                     "http.arxiv_interval_seconds", "must be a finite number, got nan",
+                     id="nan-pacing"),
+        pytest.param(('to = ["t@example.org"]', 'to = ["t@example.org"]\ntimeout_seconds = -inf'),
+                     "channels.mail.timeout_seconds", "must be a finite number, got -inf",
+                     id="inf-timeout"),
     ],
 )
 def test_each_problem_names_its_key_path(change, key, reason):
