@@ -48,6 +48,22 @@ def test_latest_keeps_only_the_newest_day():
     assert [p.arxiv_id for p in hf_daily.parse(body.encode())] == ["2611.00001"]
 
 
+def test_half_a_character_in_one_title_loses_nothing(tmp_path):
+    """A lone surrogate escape, which UTF-8 cannot write, reads as U+FFFD; the listing,
+    that title's paper too, is stored whole."""
+    from datetime import UTC, datetime
+
+    from digest.store import Store
+
+    body = json.dumps([_entry("2611.00001", "2026-11-19"), _entry("2611.00002", "2026-11-19")])
+    body = body.replace("T 2611.00001", "T \\ud800 2611.00001")
+    papers = hf_daily.parse(body.encode())
+    assert [p.title for p in papers] == ["T \ufffd 2611.00001", "T 2611.00002"]
+    with Store.open(tmp_path / "d.db") as store:
+        store.record_batch("hf", papers, SourceState(), datetime(2026, 11, 19, tzinfo=UTC))
+        assert store.paper("arxiv:2611.00001").title == "T \ufffd 2611.00001"
+
+
 @pytest.mark.parametrize(("content", "message"), [
     (b"<html>oops</html>", "not JSON"),
     (b'{"error": "Invalid date"}', "Invalid date"),

@@ -364,11 +364,27 @@ def strip_html(text: str | None) -> str:
 def load_json(content: bytes, *, what: str, source: str | None = None) -> Any:
     """Parse an untrusted JSON body; whatever the json module refuses is a ParseError."""
     try:
-        return json.loads(content.decode("utf-8", errors="replace"))
+        return _whole_characters(json.loads(content.decode("utf-8", errors="replace")))
     except RecursionError as exc:
         raise ParseError(f"{what}: JSON nested too deeply to read", source=source) from exc
     except ValueError as exc:  # bad syntax, or an integer longer than Python converts
         raise ParseError(f"{what}: not JSON ({exc})", source=source) from exc
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _whole_characters(value: Any) -> Any:
+    """A JSON value with each lone surrogate escape ("\\ud800", half of a character that
+    UTF-8 cannot write) replaced by U+FFFD, as undecodable bytes are: one such title would
+    otherwise fail the store's write of the whole listing."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value) if _LONE_SURROGATE.search(value) else value
+    if isinstance(value, list):
+        return [_whole_characters(item) for item in value]
+    if isinstance(value, dict):
+        return {_whole_characters(key): _whole_characters(item) for key, item in value.items()}
+    return value
 
 
 def json_kind(value: object) -> str:
