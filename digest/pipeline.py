@@ -30,9 +30,7 @@ from digest.errors import (
     ConfigError,
     DeliveryError,
     DigestError,
-    FetchError,
     Interrupted,
-    ParseError,
     SourceError,
     StoreError,
     UsageError,
@@ -268,8 +266,11 @@ def _record_seeds(similar: list[WatchlistSettings], store: Store, fetcher: Fetch
     progress(f"looking up {len(missing)} seed paper{'s' if len(missing) != 1 else ''} on arXiv")
     try:
         found = arxiv_api.lookup(fetcher, missing, url=url, progress=progress)
-    except (FetchError, ParseError) as exc:
-        log.warning("cannot look up seed papers %s: %s", ", ".join(missing), exc)
+    except (StoreError, Interrupted):
+        raise
+    except Exception as exc:  # the seeds are asked again next run; the run goes on
+        problem = str(exc) if isinstance(exc, DigestError) else describe_unexpected(exc)
+        log.warning("cannot look up seed papers %s: %s", ", ".join(missing), problem)
         return
     wanted = {f"arxiv:{arxiv_id}" for arxiv_id in missing}
     store.record_references([p for p in found if p.key in wanted], now())

@@ -151,6 +151,34 @@ def test_a_failed_seed_lookup_is_a_warning_not_a_failed_run(tmp_path, http_serve
     assert f"seed {SEED} is not in the store yet; skipped" in caplog.text
 
 
+def test_an_unexpected_error_in_the_seed_lookup_spares_the_run(tmp_path, http_server, caplog,
+                                                               published, monkeypatch):
+    """Whatever the lookup raises, the seeds wait for the next run and the digests go."""
+    import digest.pipeline as pipeline
+
+    def broken(*args, **kwargs):
+        raise ValueError("invalid literal for int() with base 10: '²'")
+
+    monkeypatch.setattr(pipeline.arxiv_api, "lookup", broken)
+    http_server.route(API, Route(body=atom(*LISTING, published=published)))
+    http_server.route(HOOK, Route(body=b"ok"))
+    settings = load_settings(write_config(tmp_path, config_text(http_server.url)),
+                             env={"SEEDS_HOOK": http_server.url + HOOK})
+    report = run_once(settings)
+    assert report.ok and [s.error for s in report.sources] == [None]
+    assert f"cannot look up seed papers {SEED}: ValueError: invalid literal" in caplog.text
+
+
+def test_a_total_in_other_digits_is_no_total(published):
+    """'²' passes str.isdigit() but not int(): the page's papers count, the total not."""
+    from digest.sources import arxiv_api
+
+    body = atom(*LISTING, published=published).replace(
+        b"<opensearch:totalResults>2<", "<opensearch:totalResults>\u00b2<".encode())
+    papers, total = arxiv_api.parse(body)
+    assert [p.arxiv_id for p in papers] == [NEIGHBOUR, UNRELATED] and total is None
+
+
 def test_explain_does_not_fetch_seeds(tmp_path, http_server, caplog, capsys, published):
     http_server.route(API, Route(body=atom(SEED_ENTRY, published=published)))
     config = write_config(tmp_path, config_text(http_server.url))

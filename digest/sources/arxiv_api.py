@@ -37,7 +37,9 @@ def parse(content: bytes, *, source: str = "arxiv_api") -> tuple[list[Paper], in
     if root.tag != f"{{{NS['atom']}}}feed":
         raise ParseError(f"arXiv API: expected an Atom <feed>, got <{root.tag}>")
     total_text = root.findtext("opensearch:totalResults", namespaces=NS)
-    total = int(total_text) if total_text and total_text.strip().isdigit() else None
+    written = (total_text or "").strip()
+    # isdigit() alone takes "²", which int() refuses
+    total = int(written) if written.isascii() and written.isdigit() else None
     papers = []
     for entry in root.iterfind("atom:entry", NS):
         entry_id = clean_text(entry.findtext("atom:id", namespaces=NS))
