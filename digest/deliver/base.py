@@ -201,8 +201,16 @@ class WebhookPoster:
                         return
                     answer = self._mask(_answer_text(response))
                     status = response.status_code
-            except httpx.TimeoutException as exc:
+            except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:  # nothing was sent
                 raise TryAgain(f"timed out after {self.timeout:g} s") from exc
+            except httpx.TimeoutException as exc:
+                # The message went, or part of it: the hook may have taken it and be slow to
+                # answer. Posting it again now would be a copy a try; the next run sends it
+                # again once, as it does for any message left unconfirmed.
+                raise DeliveryError(
+                    f"{self.service} did not answer message {number}/{total} within "
+                    f"{self.timeout:g} s; it may have arrived, and is sent again next run",
+                    channel=self.channel) from exc
             except httpx.TransportError as exc:
                 raise TryAgain(f"{type(exc).__name__} talking to the webhook") from exc
             problem = f"HTTP {status} {answer}".strip()
