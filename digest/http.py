@@ -67,8 +67,23 @@ class Fetched:
         self.close()
 
 
+class Mark:
+    """When the latest request of a group started; pacers that share one keep their
+    interval between them all."""
+
+    def __init__(self) -> None:
+        self.last: float | None = None
+        self.lock = threading.Lock()
+
+
+# arXiv's one request per 3 seconds holds for the whole process: each run of `serve` has
+# a fetcher of its own, and runs can follow or overlap one another.
+ARXIV_MARK = Mark()
+
+
 class Pacer:
-    """Keeps at least ``interval`` seconds between the starts of two requests."""
+    """Keeps at least ``interval`` seconds between the starts of two requests (of all the
+    pacers sharing its ``mark``)."""
 
     def __init__(
         self,
@@ -76,22 +91,22 @@ class Pacer:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        mark: Mark | None = None,
     ) -> None:
         self.interval = interval
         self._clock = clock
         self._sleep = sleep
-        self._last: float | None = None
-        self._lock = threading.Lock()
+        self._mark = mark or Mark()
 
     def wait(self) -> None:
-        with self._lock:
+        with self._mark.lock:
             now = self._clock()
-            if self._last is not None:
-                delay = self._last + self.interval - now
+            if self._mark.last is not None:
+                delay = self._mark.last + self.interval - now
                 if delay > 0:
                     self._sleep(delay)
                     now = self._clock()
-            self._last = now
+            self._mark.last = now
 
 
 def make_client(
@@ -184,8 +199,11 @@ def with_retries(
             break
         wait = retry_wait(settings, number, last.wait)
         if wait > settings.max_retry_after_seconds:
-            raise GaveUp(f"{last.problem} (server asked to wait {wait:g} s; giving up until "
-                         "next run)", status=last.status, attempts=number)
+            why = (f"server asked to wait {wait:g} s" if last.wait is not None else
+                   f"after {number} tries the next would wait {wait:g} s, past "
+                   f"max_retry_after_seconds")
+            raise GaveUp(f"{last.problem} ({why}; giving up until next run)",
+                         status=last.status, attempts=number)
         log.info("retrying %s attempt=%d problem=%r wait=%.1fs", what, number, last.problem,
                  wait)
         sleep(wait)
@@ -237,12 +255,16 @@ class Fetcher:
 
     def pacer_for(self, host: str) -> Pacer:
         host = host.lower()
+        mark = None
         if any(host == h or host.endswith("." + h) for h in ARXIV_HOSTS):
             group, interval = "arxiv", self.settings.arxiv_interval_seconds
+            # Shared with every fetcher of this process that keeps real time.
+            mark = ARXIV_MARK if self._clock is time.monotonic else None
         else:
             group, interval = host, self.settings.interval_seconds
         if group not in self._pacers:
-            self._pacers[group] = Pacer(interval, clock=self._clock, sleep=self._sleep)
+            self._pacers[group] = Pacer(interval, clock=self._clock, sleep=self._sleep,
+                                        mark=mark)
         return self._pacers[group]
 
     def get(

@@ -21,6 +21,14 @@ REAL = ROOT.parent / "shared" / "fixtures" / "real"
 SAMPLES = ROOT / "config" / "sample-data"
 
 
+@pytest.fixture(autouse=True)
+def _arxiv_pacing_of_its_own(monkeypatch) -> None:
+    """arXiv's pacing is shared by the whole process; each test starts it afresh."""
+    import digest.http
+
+    monkeypatch.setattr(digest.http, "ARXIV_MARK", digest.http.Mark())
+
+
 @pytest.fixture
 def real() -> Callable[[str], bytes]:
     """Read a captured real payload; skip when the shared fixtures are not beside the repo."""

@@ -50,6 +50,19 @@ def test_all_arxiv_hosts_share_one_three_second_pacer():
     assert clock.sleeps == [3.0, 3.0]
 
 
+def test_fetchers_of_one_process_keep_arxivs_pace_between_them():
+    """Each run of serve has a fetcher of its own: the next run's first arXiv request
+    still waits for the last one of the run before."""
+    waits: list[float] = []
+    ok = httpx.MockTransport(lambda r: httpx.Response(200, content=b"x"))
+    with Fetcher(HttpSettings(), transport=ok, sleep=waits.append) as first:
+        first.get("https://export.arxiv.org/api/query")
+    with Fetcher(HttpSettings(), transport=ok, sleep=waits.append) as second:
+        second.get("https://rss.arxiv.org/rss/cs.CL")
+        second.get("https://example.org/feed")  # other hosts keep their own pace
+    assert len(waits) == 1 and 2.5 < waits[0] <= 3.0
+
+
 def test_other_hosts_are_paced_separately():
     clock = FakeClock()
     fetcher = fetcher_for(lambda r: httpx.Response(200, content=b"x"), clock,
@@ -96,9 +109,22 @@ def test_a_retry_after_beyond_the_cap_waits_for_the_next_run():
     clock = FakeClock()
     fetcher = fetcher_for(lambda r: httpx.Response(429, headers={"Retry-After": "3600"}),
                           clock, interval_seconds=0)
-    with pytest.raises(FetchError, match="next run"):
+    with pytest.raises(FetchError, match="server asked to wait 3600 s; giving up until "
+                                         "next run"):
         fetcher.get("https://example.org/f")
     assert clock.sleeps == []
+
+
+def test_a_backoff_beyond_the_cap_is_not_blamed_on_the_server():
+    clock = FakeClock()
+    fetcher = fetcher_for(lambda r: httpx.Response(500), clock, interval_seconds=0,
+                          max_retries=5, retry_backoff_seconds=1.0, max_retry_after_seconds=3)
+    with pytest.raises(FetchError) as caught:
+        fetcher.get("https://example.org/f")
+    assert "server asked" not in str(caught.value)
+    assert ("after 3 tries the next would wait 4 s, past max_retry_after_seconds; giving up "
+            "until next run") in str(caught.value)
+    assert clock.sleeps == [1.0, 2.0]
 
 
 def test_connection_errors_become_fetch_errors():
