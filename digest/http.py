@@ -67,6 +67,10 @@ class Fetched:
         self.close()
 
 
+# A body must arrive whole within this many timeout_seconds (2 minutes by default).
+BODY_TIMEOUTS = 4
+
+
 class Mark:
     """When the latest request of a group started; pacers that share one keep their
     interval between them all."""
@@ -374,6 +378,10 @@ class Fetcher:
                 f"response is {declared} bytes, over the {self.settings.max_body_mb:g} MB limit",
                 source=source, url=url, status=response.status_code)
         body = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
+        # timeout_seconds bounds each wait for the next bytes; a server that sends a byte
+        # now and then would keep the run for ever, so the whole body has a bound too.
+        allowed = BODY_TIMEOUTS * self.settings.timeout_seconds
+        deadline = time.monotonic() + allowed
         try:
             size = 0
             for chunk in response.iter_bytes():
@@ -382,6 +390,11 @@ class Fetcher:
                     raise FetchError(
                         f"response exceeds the {self.settings.max_body_mb:g} MB limit; cut off",
                         source=source, url=url, status=response.status_code)
+                if time.monotonic() > deadline:  # asking again would take as long
+                    raise FetchError(f"the body took over {allowed:g} s to arrive "
+                                     f"({BODY_TIMEOUTS} x timeout_seconds); cut off at "
+                                     f"{size} bytes", source=source, url=url,
+                                     status=response.status_code)
                 body.write(chunk)
             body.seek(0)
         except BaseException:  # a failed attempt leaves no file behind, whatever stopped it

@@ -212,3 +212,47 @@ def test_a_large_local_file_is_read_where_it_lies(tmp_path):
 )
 def test_parse_retry_after(value, seconds):
     assert parse_retry_after(value) == seconds
+
+
+def test_a_body_sent_a_byte_at_a_time_is_cut_off_not_waited_for():
+    """Each byte comes well within timeout_seconds, so no read times out; the whole body
+    still has its bound (BODY_TIMEOUTS x timeout_seconds), and nothing is asked again."""
+    import http.server
+    import threading
+    import time
+
+    from digest.http import BODY_TIMEOUTS
+
+    requests = []
+
+    class Drip(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            requests.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "400")
+            self.end_headers()
+            try:
+                for _ in range(400):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.02)
+            except OSError:
+                pass  # the client went away: what is wanted
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Drip)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings = HttpSettings(timeout_seconds=0.25, interval_seconds=0, max_retries=2,
+                                retry_backoff_seconds=0)
+        started = time.monotonic()
+        with Fetcher(settings) as fetcher, pytest.raises(FetchError) as caught:
+            fetcher.get(f"http://127.0.0.1:{server.server_address[1]}/feed")
+        took = time.monotonic() - started
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert f"the body took over {BODY_TIMEOUTS * 0.25:g} s to arrive" in str(caught.value)
+    assert took < 4 and len(requests) == 1  # cut off at the bound, and not asked again
