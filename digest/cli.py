@@ -38,7 +38,7 @@ from digest.pipeline import (
 )
 from digest.render import plural
 from digest.scoring import Explanation
-from digest.store import Store
+from digest.store import FOUND_LISTED, Store, found_several
 
 EXIT_OK, EXIT_PARTIAL, EXIT_CONFIG, EXIT_LOCKED = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130  # the shell's convention for a command ended by SIGINT
@@ -590,7 +590,7 @@ def _rate(settings: Settings, watchlist: str, action: str, wanted: list[str]) ->
                              progress=_progress)
         for reference, why in resolution.unresolved:
             print(f"paper-digest: {printable(reference.where, 100)}: {why}", file=sys.stderr)
-            for paper in resolution.candidates.get(reference.words, [])[:5]:
+            for paper in resolution.candidates.get(reference.words, [])[:FOUND_LISTED]:
                 print(f"  {paper.key}  {printable(paper.title, 100)}", file=sys.stderr)
         if resolution.unresolved:
             print("nothing recorded; name each paper by its arXiv id, DOI, or more words of "
@@ -737,25 +737,23 @@ def _calendar_lines(settings: Settings, store: Store, source: SourceSettings) ->
 
 def _explain(settings: Settings, wanted: str) -> int:
     with _existing_store(settings) as store:
-        papers = store.find(wanted, limit=6)
+        papers = store.find(wanted, limit=FOUND_LISTED + 1)
         if not papers:
             print(f"no stored paper matches {wanted!r} (run 'paper-digest run --once' first, "
                   "or give an arXiv id)", file=sys.stderr)
             return EXIT_PARTIAL
         if len(papers) > 1:
-            count = f"{len(papers)}" if len(papers) < 6 else "more than 5"
-            print(f"paper-digest: {count} stored papers match {printable(wanted, 100)!r}; "
-                  "name one by its arXiv id, DOI, or more words of its title:",
-                  file=sys.stderr)
-            for paper in papers[:5]:
+            print(f"paper-digest: {found_several(papers)} {printable(wanted, 100)!r}; name "
+                  "one by its arXiv id, DOI, or more words of its title:", file=sys.stderr)
+            for paper in papers[:FOUND_LISTED]:
                 print(f"  {paper.key}  {printable(paper.title, 100)}", file=sys.stderr)
             return EXIT_PARTIAL
+        [paper] = papers
         matcher = build_matcher(settings.watchlists, store)
-        now = datetime.now(UTC)
-        for paper in papers:
-            print(format_explanations(paper, matcher.explain(paper, now=now), settings))
-            for channel, watchlist, when in store.deliveries_of(paper.key):
-                print(f"delivered to {channel} with {watchlist} at {when}")
+        print(format_explanations(paper, matcher.explain(paper, now=datetime.now(UTC)),
+                                  settings))
+        for channel, watchlist, when in store.deliveries_of(paper.key):
+            print(f"delivered to {channel} with {watchlist} at {when}")
     return EXIT_OK
 
 

@@ -145,7 +145,7 @@ class Reason:
             return f"like the seed papers ({self.value})"
         if self.kind == "boost":
             return self.value
-        if self.kind in ("liked", "unliked") and self.says_nothing:
+        if self.says_nothing:
             return "your ratings lean neither way"
         if self.kind == "liked":
             return (f'close to "{self.value}", which you liked' if self.value

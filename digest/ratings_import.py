@@ -23,7 +23,7 @@ from digest.errors import ParseError, SourceError
 from digest.http import Fetcher
 from digest.models import Paper, normalise_doi, parse_arxiv_id
 from digest.sources import arxiv_api
-from digest.store import RatingOutcome, Store
+from digest.store import FOUND_LISTED, RatingOutcome, Store, found_several
 
 log = logging.getLogger(__name__)
 
@@ -284,15 +284,13 @@ def resolve(store: Store, references: Sequence[Reference], *, fetcher: Fetcher, 
             else:
                 result.found.append((reference, papers[key]))
         elif reference.words:
-            candidates = store.find(reference.words, limit=6)
+            candidates = store.find(reference.words, limit=FOUND_LISTED + 1)
             if len(candidates) == 1:
                 result.found.append((reference, candidates[0]))
             else:
                 result.candidates[reference.words] = candidates
                 result.unresolved.append((reference, "no stored paper matches" if not candidates
-                                          else f"{len(candidates)} stored papers match"
-                                          if len(candidates) < 6 else
-                                          "more than 5 stored papers match"))
+                                          else found_several(candidates)))
         else:
             result.unresolved.append((reference, "no arXiv id or DOI"))
     return result

@@ -837,9 +837,10 @@ def parse_query(text: str) -> Query:
 _BOOLEAN_WORDS = ("and", "or", "not")
 
 
-def _phrase_warnings(phrase: str, *, in_query: bool) -> list[str]:
+def _phrase_warnings(phrase: str, *, in_query: bool, exclude: bool = False) -> list[str]:
     """What in an unquoted phrase is probably meant as an operator: a phrase matches only
-    text that says all of it, so such a term matches next to nothing."""
+    text that says all of it, so such a term matches next to nothing. In an ``exclude``
+    entry, -word is simply the word to keep out, as meant."""
     # What a query writes to combine terms; a keyword or an exclude entry is one term, and
     # a list of them is already an any-of.
     combine = ("write {op} to combine terms" if in_query
@@ -856,7 +857,7 @@ def _phrase_warnings(phrase: str, *, in_query: bool) -> list[str]:
             op = _SYMBOL_OPERATORS[word]
             out.append(f"'{word}' in \"{phrase}\" is no operator but text the phrase must "
                        "hold, so it matches next to nothing; " + combine.format(op=op))
-        elif word.startswith("-") and word[1:2].isalnum():
+        elif word.startswith("-") and word[1:2].isalnum() and not exclude:
             remedy = (f"write NOT {word[1:]}" if in_query
                       else "list it in exclude")
             out.append(f"'{word}' is read as the word \"{word[1:]}\", which a paper must "
@@ -894,8 +895,7 @@ def keyword_warnings(text: str, *, exclude: bool = False) -> list[str]:
     raw = _FIELD_PREFIX.sub("", text.strip(), count=1).strip()
     if raw.startswith(('"', "/")):
         return []
-    return [w for w in _phrase_warnings(raw, in_query=False)
-            if not (exclude and w.startswith("'-"))]
+    return _phrase_warnings(raw, in_query=False, exclude=exclude)
 
 
 def query_terms(query: Query, *, negated: bool = False) -> list[tuple[Term, bool]]:

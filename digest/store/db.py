@@ -51,8 +51,9 @@ CHUNK = 500
 # they are those of a store that differs from today's by no more than that, and exactly
 # those that the kept matches were scored under.
 TERM_WEIGHTS_DRIFT = 0.05
-# The delivery journal is put on the disk (fsync) at most this often, and when the store
-# closes; each line is handed to the system as it is written.
+# The delivery journal is put on the disk (fsync) at most this often, with the line that
+# comes this long or more after the last fsync, and when the store closes; each line is
+# handed to the system as it is written.
 JOURNAL_SYNC_SECONDS = 1.0
 
 # The tables that file rows under a channel's or a watchlist's name: what Store.rename moves.
@@ -168,6 +169,17 @@ class KeptScores:
 
 
 _TITLE_WORD = re.compile(r"[^\W_]+(?:[-'][^\W_]+)*|[%_]+")
+# Words that name several stored papers name none: at most this many are listed for the
+# reader to choose from (Store.find is asked for one more, to know there are more).
+FOUND_LISTED = 5
+
+
+def found_several(papers: Sequence[Paper]) -> str:
+    """How many stored papers words of a title name, as said when they name more than one
+    (``papers`` as Store.find gave them, asked for FOUND_LISTED + 1)."""
+    if len(papers) > FOUND_LISTED:
+        return f"more than {FOUND_LISTED} stored papers match"
+    return f"{len(papers)} stored papers match"
 
 
 class Candidates:
@@ -250,9 +262,10 @@ class Store:
             with open(path, "a", encoding="utf-8") as journal:
                 journal.write(line)
                 journal.flush()  # in the system's hands: a crash of this process keeps it
-                # On the disk at least once a JOURNAL_SYNC_SECONDS and when the store
-                # closes: an fsync per digest would cost a slow disk seconds a run, and a
-                # power cut can take back as much of the database's last second.
+                # On the disk with the first line JOURNAL_SYNC_SECONDS or more after the
+                # last fsync, and when the store closes: an fsync per digest would cost a
+                # slow disk seconds a run, and a power cut can take back as much of the
+                # database's last commits.
                 now = time.monotonic()
                 if now - self._journal_synced >= JOURNAL_SYNC_SECONDS:
                     os.fsync(journal.fileno())
@@ -1333,12 +1346,8 @@ class Store:
                 "WHERE watchlist = ? AND paper_key = ? AND recipient = ? ORDER BY id",
                 [watchlist, paper_key, recipient]).fetchall()
             standing = [e for e in events if e[3] is None]
-            current = self.db.execute(
-                "SELECT action FROM ratings WHERE watchlist = ? AND paper_key = ? "
-                "AND recipient = ?", [watchlist, paper_key, recipient]).fetchone()
             if standing and standing[-1][0] > event_id:  # a later click stands: it wins
-                return RatingOutcome(watchlist, paper_key, current[0] if current else None,
-                                     action, event_id)
+                return RatingOutcome(watchlist, paper_key, standing[-1][1], action, event_id)
             restored = standing[-1][1] if standing else events[0][2]
             if restored is None:
                 self.db.execute("DELETE FROM ratings WHERE watchlist = ? AND paper_key = ? "
